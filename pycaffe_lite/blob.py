@@ -1,0 +1,129 @@
+"""Blob: an N-d array of values (`data`) and of gradients (`diff`), as in Caffe.
+
+`data` and `diff` are plain NumPy (or CuPy) arrays.  Writing into them
+(`blob.data[...] = x`) writes through; a layer may also hand over a whole new
+array (`top.data = y`), which must have the blob's shape.  `diff` is
+allocated on first use, so blobs that never see a gradient cost no memory.
+"""
+import numpy as np
+
+from . import backend
+
+
+class Blob:
+    def __init__(self, shape=(), dtype=np.float32, xp=None):
+        self._xp = xp or backend.xp()
+        self.dtype = np.dtype(dtype)
+        self._shape = None
+        self._data = None
+        self._diff = None
+        self.reshape(*shape) if shape is not None else None
+
+    # --- shape -----------------------------------------------------------
+    def reshape(self, *shape):
+        """Reshape, keeping the values when the count is unchanged (Caffe keeps capacity)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ValueError(f"Blob shape {shape} has a negative dimension")
+        if shape == self._shape:
+            return
+        count = int(np.prod(shape, dtype=np.int64))
+        if self._data is not None and self._data.size == count:
+            self._data = self._data.reshape(shape)
+            self._diff = None if self._diff is None else self._diff.reshape(shape)
+        else:
+            self._data = self._xp.zeros(shape, self.dtype)
+            self._diff = None
+        self._shape = shape
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def canonical_axis(self, axis):
+        """Caffe's CanonicalAxisIndex: negative axes count from the end."""
+        n = len(self._shape)
+        if not -n <= axis < max(n, 1):
+            raise ValueError(f"axis {axis} out of range for a blob of shape {self._shape}")
+        return axis + n if axis < 0 else axis
+
+    def count_between(self, start, end=None):
+        return int(np.prod(self._shape[start:end], dtype=np.int64))
+
+    def _legacy(self, i):
+        # num/channels/height/width: the 4-D view of old Caffe, 1 where the axis is absent.
+        n = len(self._shape)
+        if n > 4:
+            raise ValueError(f"legacy accessors need at most 4 axes, blob has shape {self._shape}")
+        axis = i if i < n else None
+        return 1 if axis is None else self._shape[axis]
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def shape_string(self):
+        return " ".join(str(s) for s in self._shape) + f" ({self.count})"
+
+    # --- values ----------------------------------------------------------
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = self._checked(value, "data")
+
+    @property
+    def diff(self):
+        if self._diff is None:
+            self._diff = self._xp.zeros(self._shape, self.dtype)
+        return self._diff
+
+    @diff.setter
+    def diff(self, value):
+        self._diff = self._checked(value, "diff")
+
+    @property
+    def has_diff(self):
+        return self._diff is not None
+
+    def _checked(self, value, what):
+        if tuple(value.shape) != self._shape:
+            raise ValueError(f"cannot set blob {what} of shape {self._shape} "
+                             f"to an array of shape {tuple(value.shape)}")
+        return value if value.dtype == self.dtype else value.astype(self.dtype)
+
+    def share_data(self, other):
+        """Use other's data array (Caffe's ShareData); shapes must agree."""
+        self.data = other.data
+
+    def share_diff(self, other):
+        self.diff = other.diff
+
+    def zero_diff(self):
+        if self._diff is not None:
+            self._diff[...] = 0
+
+    def to(self, xp):
+        """Move data and diff to another array module (numpy <-> cupy)."""
+        if xp is self._xp:
+            return
+        move = (lambda a: xp.asarray(a)) if xp is not np else backend.to_numpy
+        self._data = move(self._data)
+        self._diff = None if self._diff is None else move(self._diff)
+        self._xp = xp
+
+    def __repr__(self):
+        return f"Blob(shape={self._shape}, dtype={self.dtype})"

@@ -1,0 +1,31 @@
+"""Small file helpers shared by every writer: nothing is left half-written."""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Write to a temporary file beside `path`, then rename it into place.
+
+    A crash, an exception or Ctrl-C inside the block leaves the old file (or
+    none) where the new one was going: never a truncated one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, payload):
+    with atomic_write(path, "wb") as handle:
+        handle.write(payload)

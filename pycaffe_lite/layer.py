@@ -1,0 +1,210 @@
+"""Layer base class and the layer registry.
+
+A layer is pycaffe's four methods, for built-in and Python layers alike:
+
+    setup(bottom, top)                     read parameters, create self.blobs
+    reshape(bottom, top)                   shape the tops (and any buffers)
+    forward(bottom, top)                   top.data from bottom.data
+    backward(top, propagate_down, bottom)  bottom.diff (assigned) and the
+                                           parameter diffs (accumulated, +=)
+
+The Net calls the wrappers `SetUp`, `Forward` and `Backward`, which check
+the blob counts declared as class attributes before any layer code runs
+(Caffe's Layer::SetUp), and keep the loss bookkeeping.  A new layer type is
+one decorated class:
+
+    @register("AbsVal", v1="ABSVAL")
+    class AbsValLayer(NeuronLayer):
+        def forward(self, bottom, top): ...
+"""
+from .blob import Blob
+from .proto import caffe_pb2
+
+_REGISTRY = {}
+_V1_NAMES = {}
+
+
+def register(type_name, v1=None):
+    """Class decorator: make the class the layer for prototxt `type: "<type_name>"`.
+
+    `v1` is the legacy V1LayerParameter enum name (e.g. "CONVOLUTION"), used
+    when old nets are upgraded.
+    """
+    def decorate(cls):
+        if type_name in _REGISTRY:
+            raise ValueError(f"layer type '{type_name}' is registered twice "
+                             f"({_REGISTRY[type_name].__module__} and {cls.__module__})")
+        cls.type = type_name
+        _REGISTRY[type_name] = cls
+        if v1:
+            _V1_NAMES[v1] = type_name
+        return cls
+    return decorate
+
+
+def _load_builtin_layers():
+    from . import layers  # noqa: F401  (importing the package registers every layer)
+
+
+def layer_type_list():
+    _load_builtin_layers()
+    return sorted(_REGISTRY)
+
+
+def v1_type_names():
+    """V1 enum name -> type string, for the legacy upgrade."""
+    _load_builtin_layers()
+    return dict(_V1_NAMES)
+
+
+def layer_class(type_name, layer_name="?"):
+    _load_builtin_layers()
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        raise ValueError(f"layer '{layer_name}': unknown layer type '{type_name}'; known types: "
+                         + ", ".join(sorted(_REGISTRY))) from None
+
+
+def create_layer(layer_param, phase=None):
+    """Build the registered layer for a LayerParameter (not yet set up)."""
+    return layer_class(layer_param.type, layer_param.name)(layer_param, phase)
+
+
+class Layer:
+    """Base of every layer.  Subclasses override setup/reshape/forward/backward.
+
+    Blob-count rules (Caffe's ExactNumBottomBlobs & co.), checked before setup:
+      num_bottom, num_top = (min, max), max None for unbounded
+      equal_bottom_top    = True when #tops must equal #bottoms
+      auto_top_blobs      = True to let the Net create missing anonymous tops
+    """
+    type = None
+    num_bottom = (0, None)
+    num_top = (0, None)
+    equal_bottom_top = False
+    auto_top_blobs = False
+
+    def __init__(self, layer_param=None, phase=None):
+        # A private copy, as Caffe's layers keep one: setup may add ParamSpecs to it.
+        self.layer_param = caffe_pb2.LayerParameter()
+        if layer_param is not None:
+            self.layer_param.CopyFrom(layer_param)
+        self.name = self.layer_param.name
+        self.phase = self.layer_param.phase if phase is None else phase
+        self.blobs = []          # learnable parameters (list of Blob)
+        self.loss_weights = []   # one per top, set by SetUp
+        # Python layers read their configuration here, as in pycaffe.
+        self.param_str = self.layer_param.python_param.param_str
+
+    # ---- the four methods a layer writes --------------------------------
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement reshape")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError(self.error("has no backward"))
+
+    # ---- hooks with Caffe's defaults ------------------------------------
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def exact_num_top_blobs(self):
+        return self.num_top[0] if self.num_top[0] == self.num_top[1] else None
+
+    @property
+    def is_loss(self):
+        return False
+
+    # ---- what the Net calls ---------------------------------------------
+    def SetUp(self, bottom, top):
+        self.check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        self.reshape(bottom, top)
+        self.set_loss_weights(top)
+
+    def Forward(self, bottom, top):
+        """reshape, forward, then the weighted loss this layer contributes (Caffe's Layer::Forward)."""
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+        loss = 0.0
+        for blob, weight in zip(top, self.loss_weights):
+            if weight:
+                loss += weight * float(blob.data.sum())
+        return loss
+
+    def Backward(self, top, propagate_down, bottom):
+        self.backward(top, propagate_down, bottom)
+
+    def check_blob_counts(self, bottom, top):
+        for what, blobs, (lo, hi) in (("bottom", bottom, self.num_bottom), ("top", top, self.num_top)):
+            n = len(blobs)
+            if n < lo or (hi is not None and n > hi):
+                want = f"exactly {lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+                raise ValueError(self.error(f"takes {want} {what} blob(s), got {n}"))
+        if self.equal_bottom_top and len(bottom) != len(top):
+            raise ValueError(self.error(f"needs as many tops as bottoms, got {len(bottom)} "
+                                        f"bottom(s) and {len(top)} top(s)"))
+
+    def set_loss_weights(self, top):
+        """loss_weight from the prototxt, defaulting to 1 for a loss layer's first top."""
+        given = list(self.layer_param.loss_weight)
+        if given and len(given) != len(top):
+            raise ValueError(self.error(f"has {len(given)} loss_weight values for {len(top)} tops"))
+        if not given:
+            given = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(len(top))]
+        self.loss_weights = given
+        for blob, weight in zip(top, given):
+            if weight:
+                blob.diff[...] = weight   # Caffe keeps the weight in the top's diff
+
+    # ---- helpers for layer code -----------------------------------------
+    def error(self, message):
+        return f"layer '{self.name}' (type {self.type}) {message}"
+
+    def make_blob(self, shape, dtype, like=None):
+        """A parameter or buffer blob on the same device as `like`'s data."""
+        from .backend import get_array_module
+        xp = get_array_module(like.data) if like is not None else None
+        return Blob(shape, dtype, xp=xp)
+
+    def fill_param(self, shape, filler, dtype, like=None):
+        """A new parameter blob filled by a FillerParameter."""
+        from .fillers import fill
+        blob = self.make_blob(shape, dtype, like)
+        blob.data[...] = blob._xp.asarray(fill(filler, shape, dtype))
+        return blob
+
+
+class LossLayer(Layer):
+    """Loss layers: (prediction, label[, ...]) -> a scalar; no gradient to the label."""
+    num_bottom = (2, 2)
+    num_top = (1, 1)
+    auto_top_blobs = True
+
+    @property
+    def is_loss(self):
+        return True
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[0] != bottom[1].shape[0]:
+            raise ValueError(self.error(f"needs the same number of predictions and labels, got shapes "
+                                        f"{bottom[0].shape} and {bottom[1].shape}"))
+        top[0].reshape(())
+
+
+class NeuronLayer(Layer):
+    """Elementwise layers: one bottom, one top of the same shape (in-place allowed)."""
+    num_bottom = (1, 1)
+    num_top = (1, 1)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)

@@ -1,0 +1,593 @@
+"""Net: a NetParameter made into connected layers, run forward and backward.
+
+The steps follow Caffe's Net::Init: read and upgrade the prototxt, keep the
+layers whose include/exclude rules meet the net's state (phase, level,
+stages), insert Split layers where one top feeds several bottoms, then
+create and set up each layer, wiring blobs by name (a top named like its
+bottom is computed in place), sharing parameters by `param { name }`, and
+working out which layers need a backward pass.
+"""
+import collections
+import logging
+import os
+
+import numpy as np
+from google.protobuf import text_format
+
+from . import backend, upgrade
+from .blob import Blob
+from .io_utils import write_bytes_atomic
+from .layer import create_layer
+from .proto import caffe_pb2
+
+log = logging.getLogger("pycaffe_lite")
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+
+
+# --------------------------------------------------------------------------
+# Reading prototxt and binary protos
+# --------------------------------------------------------------------------
+def read_text_proto(path, message):
+    """Parse a text-format protobuf file; errors name the file, line and column."""
+    try:
+        with open(path, "r") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text_format.Merge(text, message)
+    except text_format.ParseError as exc:
+        raise ValueError(f"{path}:{exc}") from None
+    return message
+
+
+def read_binary_proto(path, message):
+    try:
+        with open(path, "rb") as handle:
+            payload = handle.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        message.ParseFromString(payload)
+    except Exception as exc:  # protobuf's DecodeError
+        raise ValueError(f"{path}: not a binary {message.DESCRIPTOR.name} ({exc})") from None
+    return message
+
+
+def read_net_param(path):
+    """A NetParameter from a prototxt, upgraded from legacy formats."""
+    param = read_text_proto(path, caffe_pb2.NetParameter())
+    if upgrade.net_needs_upgrade(param):
+        upgrade.upgrade_net(param, str(path))
+    return param
+
+
+def read_solver_param(path):
+    param = read_text_proto(path, caffe_pb2.SolverParameter())
+    upgrade.upgrade_solver(param)
+    return param
+
+
+def read_weights(path):
+    """A trained NetParameter (.caffemodel), upgraded from legacy formats."""
+    param = read_binary_proto(path, caffe_pb2.NetParameter())
+    if upgrade.net_needs_upgrade(param):
+        upgrade.upgrade_net(param, str(path))
+    return param
+
+
+# --------------------------------------------------------------------------
+# Blobs <-> BlobProto
+# --------------------------------------------------------------------------
+def blob_proto_shape(proto):
+    """The shape a BlobProto describes (new `shape` field or legacy 4-D)."""
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return (len(proto.double_data) or len(proto.data),)
+
+
+def _legacy_shape(shape):
+    if len(shape) > 4:
+        return None
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def blob_shape_matches(shape, proto):
+    """Caffe's Blob::ShapeEquals: legacy 4-D protos match any shape padded with leading 1s."""
+    if not proto.HasField("shape") and any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return _legacy_shape(shape) == (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(shape) == blob_proto_shape(proto)
+
+
+def blob_proto_to_array(proto, want_diff=False):
+    values = (proto.double_diff or proto.diff) if want_diff else (proto.double_data or proto.data)
+    dtype = np.float64 if (proto.double_diff if want_diff else proto.double_data) else np.float32
+    array = np.asarray(values, dtype=dtype)
+    shape = blob_proto_shape(proto)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"BlobProto holds {array.size} values for shape {shape}")
+    return array.reshape(shape)
+
+
+def array_to_blob_proto(array, diff=None):
+    """A BlobProto with the new-style shape; float64 arrays go to double_data."""
+    array = backend.to_numpy(array)
+    proto = caffe_pb2.BlobProto()
+    proto.shape.dim.extend(int(d) for d in array.shape)
+    if array.dtype == np.float64:
+        proto.double_data.extend(array.ravel())
+        if diff is not None:
+            proto.double_diff.extend(backend.to_numpy(diff).ravel())
+    else:
+        proto.data.extend(array.astype(np.float32, copy=False).ravel())
+        if diff is not None:
+            proto.diff.extend(backend.to_numpy(diff).astype(np.float32, copy=False).ravel())
+    return proto
+
+
+# --------------------------------------------------------------------------
+# Phase / level / stage filtering (Caffe's StateMeetsRule, FilterNet)
+# --------------------------------------------------------------------------
+def state_meets_rule(state, rule):
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def filter_net(param, state):
+    """A copy of `param` keeping only the layers the state includes."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        if layer.include and layer.exclude:
+            raise ValueError(f"layer '{layer.name}' specifies both include and exclude rules; use one")
+        if layer.include:
+            keep = any(state_meets_rule(state, r) for r in layer.include)
+        else:
+            keep = not any(state_meets_rule(state, r) for r in layer.exclude)
+        if keep:
+            out.layer.add().CopyFrom(layer)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Split insertion (Caffe's InsertSplits, with its blob and layer names)
+# --------------------------------------------------------------------------
+def split_layer_name(layer_name, blob_name, top_index):
+    return f"{blob_name}_{layer_name}_{top_index}_split"
+
+
+def split_blob_name(layer_name, blob_name, top_index, split_index):
+    return f"{blob_name}_{layer_name}_{top_index}_split_{split_index}"
+
+
+def insert_splits(param):
+    """Where one top feeds several bottoms (or a bottom and a loss), add a Split layer."""
+    last_top = {}                 # blob name -> (layer index, top index) that last wrote it
+    source = {}                   # (layer, bottom index) -> (layer, top index)
+    uses = collections.Counter()  # (layer, top index) -> number of consumers
+    loss_weight = {}
+    for i, layer in enumerate(param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_top:
+                raise ValueError(f"layer '{layer.name}' (type {layer.type}): unknown bottom blob '{name}' "
+                                 f"(bottom index {j}); no earlier layer produces it")
+            source[i, j] = last_top[name]
+            uses[last_top[name]] += 1
+        for j, name in enumerate(layer.top):
+            last_top[name] = (i, j)
+        for j in range(min(len(layer.loss_weight), len(layer.top))):
+            top = last_top[layer.top[j]]
+            loss_weight[top] = layer.loss_weight[j]
+            if layer.loss_weight[j]:
+                uses[top] += 1
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split = collections.Counter()
+    for i, original in enumerate(param.layer):
+        layer = out.layer.add()
+        layer.CopyFrom(original)
+        for j, name in enumerate(layer.bottom):
+            top = source[i, j]
+            if uses[top] > 1:
+                owner = param.layer[top[0]].name
+                layer.bottom[j] = split_blob_name(owner, name, top[1], next_split[top])
+                next_split[top] += 1
+        for j, name in enumerate(layer.top):
+            count = uses[(i, j)]
+            if count <= 1:
+                continue
+            weight = loss_weight.get((i, j), 0.0)
+            split = out.layer.add()
+            split.name = split_layer_name(layer.name, name, j)
+            split.type = "Split"
+            split.bottom.append(name)
+            split.top.extend(split_blob_name(layer.name, name, j, k) for k in range(count))
+            if weight:
+                split.loss_weight.append(weight)
+                del layer.loss_weight[:]
+                next_split[(i, j)] += 1
+    return out
+
+
+# --------------------------------------------------------------------------
+# The Net
+# --------------------------------------------------------------------------
+class Net:
+    """A network built from a prototxt (or NetParameter), as pycaffe's caffe.Net.
+
+    Net(model, phase) / Net(model, weights, phase) / Net(model, weights=..., phase=...,
+    level=0, stages=(), allow_python=False, dtype=np.float32)
+    """
+
+    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(),
+                 allow_python=None, dtype=np.float32):
+        weights, phase = _positional_weights_phase(args, weights, phase)
+        if isinstance(model, caffe_pb2.NetParameter):
+            param = caffe_pb2.NetParameter()
+            param.CopyFrom(model)
+            if upgrade.net_needs_upgrade(param):
+                upgrade.upgrade_net(param)
+            self.source = "<NetParameter>"
+        else:
+            param = read_net_param(os.fspath(model))
+            self.source = os.fspath(model)
+        self.dtype = np.dtype(dtype)
+        self.allow_python = python_layers_allowed() if allow_python is None else allow_python
+        state = caffe_pb2.NetState()
+        state.CopyFrom(param.state)
+        state.phase = TEST if phase is None else phase
+        state.level = level or state.level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        self.phase = state.phase
+        self._init(param, state)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ---- construction ---------------------------------------------------
+    def _init(self, param, state):
+        self.name = param.name
+        filtered = filter_net(param, state)
+        self.param = insert_splits(filtered)
+        self.blobs = collections.OrderedDict()
+        self.layers, self.layer_names = [], []
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_names = collections.OrderedDict()
+        self.top_names = collections.OrderedDict()
+        self.bottom_need_backward, self.layer_need_backward = [], []
+        self.inputs = []
+        self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
+        self._has_lr, self._has_decay = [], []
+        self._param_names = {}    # shared param name -> owner Blob
+        self._need_backward = {}  # blob name -> bool
+        available = set()
+        for layer_param in self.param.layer:
+            self._append_layer(layer_param, available)
+        self._prune_backward(self.param.force_backward)
+        self.outputs = sorted(available)  # Caffe keeps them in a std::set: sorted by name
+        self.blob_loss_weights = collections.OrderedDict(
+            (name, 0.0) for name in self.blobs)
+        for layer, tops in zip(self.layers, self.top_names.values()):
+            for name, weight in zip(tops, layer.loss_weights):
+                if weight:
+                    self.blob_loss_weights[name] = weight
+
+    def _create(self, layer_param):
+        if layer_param.type == "Python" and not self.allow_python:
+            raise PermissionError(
+                f"layer '{layer_param.name}' is a Python layer: loading module "
+                f"'{layer_param.python_param.module}' from {self.source} would run its code. "
+                "Allow it with Net(..., allow_python=True), pycaffe_lite.allow_python_layers(), "
+                "or the --allow-python flag of pycaffe-lite.")
+        return create_layer(layer_param, self.phase)
+
+    def _append_layer(self, layer_param, available):
+        name = layer_param.name
+        if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
+            raise ValueError(f"layer '{name}': propagate_down has {len(layer_param.propagate_down)} "
+                             f"entries for {len(layer_param.bottom)} bottoms")
+        layer = self._create(layer_param)
+        bottom, need_down, layer_needs = [], [], False
+        for j, blob_name in enumerate(layer_param.bottom):
+            if blob_name not in available:
+                raise ValueError(f"layer '{name}' (type {layer_param.type}): bottom blob '{blob_name}' "
+                                 "is not produced by any earlier layer (or was already consumed)")
+            available.discard(blob_name)
+            bottom.append(self.blobs[blob_name])
+            needs = self._need_backward[blob_name]
+            layer_needs |= needs
+            need_down.append(bool(layer_param.propagate_down[j]) if layer_param.propagate_down else needs)
+        tops = list(layer_param.top)
+        exact = layer.exact_num_top_blobs()
+        if layer.auto_top_blobs:
+            wanted = max(exact or 0, layer.num_top[0])
+            tops += [f"(automatic) {name}_{k}" for k in range(len(tops), wanted)]
+        top = []
+        for j, blob_name in enumerate(tops):
+            in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == blob_name
+            if in_place:
+                blob = self.blobs[blob_name]
+            elif blob_name in self.blobs and not blob_name.startswith("(automatic)"):
+                raise ValueError(f"layer '{name}': top blob '{blob_name}' is produced by more than one layer")
+            else:
+                blob = Blob((), self.dtype)
+                self.blobs[blob_name] = blob
+                self._need_backward[blob_name] = False
+            if layer_param.type == "Input":
+                self.inputs.append(blob_name)
+            available.add(blob_name)
+            top.append(blob)
+        try:
+            layer.SetUp(bottom, top)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            message = str(exc)
+            if f"'{name}'" not in message:
+                message = f"layer '{name}' (type {layer_param.type}): {message}"
+            raise ValueError(message) from exc
+        log.debug("Setting up %s", name)
+        for blob_name, blob in zip(tops, top):
+            log.debug("Top shape: %s", blob.shape_string())
+        layer.param_propagate_down = []
+        for j in range(len(layer.blobs)):
+            spec = layer.layer_param.param[j] if j < len(layer.layer_param.param) else caffe_pb2.ParamSpec()
+            learns = spec.lr_mult != 0
+            layer.param_propagate_down.append(learns)
+            layer_needs |= learns
+            self._append_param(layer, j, spec)
+        if layer_needs:
+            for blob_name in tops:
+                self._need_backward[blob_name] = True
+        self.layers.append(layer)
+        self.layer_names.append(name)
+        self.bottom_vecs.append(bottom)
+        self.top_vecs.append(top)
+        self.bottom_names[name] = list(layer_param.bottom)
+        self.top_names[name] = tops
+        self.bottom_need_backward.append(need_down)
+        self.layer_need_backward.append(layer_needs)
+
+    def _append_param(self, layer, j, spec):
+        """Register layer.blobs[j]; a named param seen before is shared (Caffe's AppendParam)."""
+        blob = layer.blobs[j]
+        owner = self._param_names.get(spec.name) if spec.name else None
+        if owner is None:
+            if spec.name:
+                self._param_names[spec.name] = blob
+            self.learnable_params.append(blob)
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            self._has_lr.append(spec.HasField("lr_mult"))
+            self._has_decay.append(spec.HasField("decay_mult"))
+            return
+        permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        same = owner.count == blob.count if permissive else owner.shape == blob.shape
+        if not same:
+            raise ValueError(f"layer '{layer.name}': cannot share param '{spec.name}': owner shape "
+                             f"{owner.shape} vs this layer's {blob.shape}"
+                             + (" (share_mode PERMISSIVE needs equal counts)" if permissive else ""))
+        k = next(i for i, p in enumerate(self.learnable_params) if p is owner)
+        for has, values, field in ((self._has_lr, self.params_lr, "lr_mult"),
+                                   (self._has_decay, self.params_weight_decay, "decay_mult")):
+            if spec.HasField(field):
+                if has[k] and values[k] != getattr(spec, field):
+                    raise ValueError(f"layer '{layer.name}': shared param '{spec.name}' has mismatched {field}")
+                has[k], values[k] = True, getattr(spec, field)
+        if owner.shape == blob.shape:
+            layer.blobs[j] = owner
+        else:  # PERMISSIVE: same values under this layer's shape
+            blob.data = owner.data.reshape(blob.shape)
+            blob.diff = owner.diff.reshape(blob.shape)
+
+    def _prune_backward(self, force_backward):
+        """Skip backward where nothing reaches a loss (Caffe's Net::Init, second pass)."""
+        under_loss, skip = set(), set()
+        for i in reversed(range(len(self.layers))):
+            layer, tops = self.layers[i], self.top_names[self.layer_names[i]]
+            contributes = any(w for w in layer.loss_weights) or any(t in under_loss for t in tops)
+            skip_down = all(t in skip for t in tops)
+            if self.layer_need_backward[i] and skip_down:
+                self.layer_need_backward[i] = False
+                self.bottom_need_backward[i] = [False] * len(self.bottom_vecs[i])
+            if not contributes:
+                self.layer_need_backward[i] = False
+            for j, name in enumerate(self.bottom_names[self.layer_names[i]]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[i][j] = False
+                if not self.bottom_need_backward[i][j]:
+                    skip.add(name)
+        if force_backward:
+            for i, layer in enumerate(self.layers):
+                self.layer_need_backward[i] = True
+                self.bottom_need_backward[i] = [
+                    need or layer.allow_force_backward(j) for j, need in enumerate(self.bottom_need_backward[i])]
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # ---- running ----------------------------------------------------------
+    def _index(self, layer_name, default):
+        if layer_name is None:
+            return default
+        try:
+            return self.layer_names.index(layer_name)
+        except ValueError:
+            raise ValueError(f"net '{self.name}' has no layer '{layer_name}'") from None
+
+    def forward_from_to(self, start=0, end=None):
+        """Run layers start..end (inclusive); returns the summed weighted loss."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for i in range(start, end + 1):
+            loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+        return loss
+
+    def backward_from_to(self, start=None, end=0):
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+
+    def forward(self, blobs=None, start=None, end=None, **inputs):
+        """pycaffe's Net.forward: set inputs by keyword, run, return {blob: data}."""
+        start_i, end_i = self._index(start, 0), self._index(end, len(self.layers) - 1)
+        wanted = set(([end] if end is not None else self.outputs) + list(blobs or []))
+        if inputs:
+            if set(inputs) != set(self.inputs):
+                raise ValueError(f"input blob arguments {sorted(inputs)} do not match net inputs {self.inputs}")
+            for name, value in inputs.items():
+                if value.shape[0] != self.blobs[name].shape[0]:
+                    raise ValueError(f"input '{name}' has batch {value.shape[0]}, the blob "
+                                     f"{self.blobs[name].shape[0]}; call reshape first")
+                self.blobs[name].data[...] = value
+        self.forward_from_to(start_i, end_i)
+        return {name: self.blobs[name].data for name in wanted}
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs):
+        """pycaffe's Net.backward: set output diffs by keyword, run, return {blob: diff}."""
+        start_i, end_i = self._index(start, len(self.layers) - 1), self._index(end, 0)
+        wanted = set(([end] if end is not None else self.inputs) + list(diffs or []))
+        if top_diffs:
+            if set(top_diffs) != set(self.outputs):
+                raise ValueError(f"top diff arguments {sorted(top_diffs)} do not match net outputs {self.outputs}")
+            for name, value in top_diffs.items():
+                self.blobs[name].diff[...] = value
+        self.backward_from_to(start_i, end_i)
+        return {name: self.blobs[name].diff for name in wanted}
+
+    def forward_backward(self):
+        loss = self.forward_from_to()
+        self.backward_from_to()
+        return loss
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.diff[...] = 0
+
+    def update(self):
+        for blob in self.learnable_params:
+            blob.data -= blob.diff
+
+    def close(self):
+        """Stop background work (data prefetch threads) of every layer."""
+        for layer in self.layers:
+            closer = getattr(layer, "close", None)
+            if closer:
+                closer()
+
+    # ---- pycaffe views ------------------------------------------------------
+    @property
+    def params(self):
+        return collections.OrderedDict(
+            (name, layer.blobs) for name, layer in zip(self.layer_names, self.layers) if layer.blobs)
+
+    @property
+    def layer_dict(self):
+        return collections.OrderedDict(zip(self.layer_names, self.layers))
+
+    @property
+    def _layer_names(self):
+        return self.layer_names
+
+    # ---- weights ------------------------------------------------------------
+    def copy_from(self, weights):
+        """Copy parameters by layer name from a .caffemodel path (or NetParameter)."""
+        source = weights if isinstance(weights, caffe_pb2.NetParameter) else read_weights(os.fspath(weights))
+        origin = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else os.fspath(weights)
+        by_name = self.layer_dict
+        for src in source.layer:
+            target = by_name.get(src.name)
+            if target is None:
+                if src.blobs:
+                    log.info("Ignoring source layer %s", src.name)
+                continue
+            if len(src.blobs) != len(target.blobs):
+                if not src.blobs:
+                    continue
+                raise ValueError(f"{origin}: incompatible number of blobs for layer '{src.name}': "
+                                 f"source has {len(src.blobs)}, target {len(target.blobs)}")
+            for j, (proto, blob) in enumerate(zip(src.blobs, target.blobs)):
+                if not blob_shape_matches(blob.shape, proto):
+                    raise ValueError(
+                        f"{origin}: cannot copy param {j} weights from layer '{src.name}'; shape mismatch. "
+                        f"Source param shape is {blob_proto_shape(proto)}; target param shape is {blob.shape}. "
+                        "To learn this layer's parameters from scratch rather than copying from a saved "
+                        "net, rename the layer.")
+                values = blob_proto_to_array(proto).reshape(blob.shape)
+                blob.data[...] = blob._xp.asarray(values)
+
+    copy_trained_layers_from = copy_from
+
+    def share_trained_layers(self, other):
+        """Use `other`'s parameter blobs for layers of the same name (test nets share the train net's)."""
+        theirs = other.layer_dict
+        for name, layer in zip(self.layer_names, self.layers):
+            source = theirs.get(name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise ValueError(f"layer '{name}': {len(source.blobs)} blobs in the other net, "
+                                 f"{len(layer.blobs)} here")
+            for j, blob in enumerate(source.blobs):
+                if blob.shape != layer.blobs[j].shape:
+                    raise ValueError(f"layer '{name}' param {j}: shape {blob.shape} in the other net, "
+                                     f"{layer.blobs[j].shape} here")
+                layer.blobs[j] = blob
+
+    share_with = share_trained_layers
+
+    def to_proto(self, write_diff=False):
+        param = caffe_pb2.NetParameter()
+        param.name = self.name
+        for layer in self.layers:
+            entry = param.layer.add()
+            entry.CopyFrom(layer.layer_param)
+            del entry.blobs[:]
+            for blob in layer.blobs:
+                entry.blobs.add().CopyFrom(array_to_blob_proto(blob.data, blob.diff if write_diff else None))
+        return param
+
+    def save(self, path):
+        """Write the weights as a binary .caffemodel (atomically)."""
+        write_bytes_atomic(path, self.to_proto().SerializeToString())
+
+
+def _positional_weights_phase(args, weights, phase):
+    """pycaffe accepts Net(file, phase) and Net(file, weights, phase)."""
+    if len(args) == 1:
+        if isinstance(args[0], int):
+            phase = args[0]
+        else:
+            weights = args[0]
+    elif len(args) == 2:
+        weights, phase = args
+    elif len(args) > 2:
+        raise TypeError("Net(model, [weights], phase) takes at most 3 positional arguments")
+    if phase is not None and phase not in (TRAIN, TEST):
+        raise ValueError(f"phase must be caffe.TRAIN ({TRAIN}) or caffe.TEST ({TEST}), got {phase!r}")
+    return weights, phase
+
+
+_python_layers = {"allowed": os.environ.get("PYCAFFE_LITE_ALLOW_PYTHON_LAYERS") == "1"}
+
+
+def allow_python_layers(allowed=True):
+    """Let nets load Python layers (their modules run code) without a per-Net keyword."""
+    _python_layers["allowed"] = bool(allowed)
+
+
+def python_layers_allowed():
+    return _python_layers["allowed"]

@@ -1,0 +1,94 @@
+"""Caffe's GradientChecker for pycaffe_lite layers, used by every layer test.
+
+    check_gradient('type: "ReLU" relu_param { negative_slope: 0.1 }',
+                   [np.random.randn(2, 3, 4, 5)])
+
+builds the layer in float64 on the given bottoms, draws a random top diff
+R, and compares the analytic gradients of  sum(top * R)  with respect to
+every bottom and every parameter blob with central differences.
+"""
+import numpy as np
+from google.protobuf import text_format
+
+from pycaffe_lite.blob import Blob
+from pycaffe_lite.layer import create_layer
+from pycaffe_lite.proto import caffe_pb2
+
+
+def layer_param(text, name="layer"):
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    if not param.name:
+        param.name = name
+    return param
+
+
+def build(text, bottoms, num_tops=1, phase=caffe_pb2.TRAIN, dtype=np.float64):
+    """Set up the layer described by `text` on copies of `bottoms`; returns (layer, bottom, top)."""
+    param = layer_param(text)
+    param.phase = phase
+    layer = create_layer(param, phase)
+    bottom = []
+    for array in bottoms:
+        array = np.asarray(array)
+        blob = Blob(array.shape, dtype=array.dtype if array.dtype.kind in "iu" else dtype)
+        blob.data[...] = array
+        bottom.append(blob)
+    top = [Blob((), dtype=dtype) for _ in range(num_tops)]
+    layer.SetUp(bottom, top)
+    return layer, bottom, top
+
+
+def forward(text, bottoms, num_tops=1, **kw):
+    """Run one forward; returns the top arrays."""
+    layer, bottom, top = build(text, bottoms, num_tops, **kw)
+    layer.Forward(bottom, top)
+    return [t.data.copy() for t in top]
+
+
+def check_gradient(text, bottoms, num_tops=1, check_bottoms=None, eps=1e-6, rtol=1e-5, atol=1e-8,
+                   phase=caffe_pb2.TRAIN, seed=0, top_weights=None, setup_fn=None):
+    """Assert that the layer's backward matches numerical gradients; returns the layer.
+
+    check_bottoms: indices of bottoms to differentiate (default: all float bottoms).
+    top_weights: which tops enter the objective (default: all).
+    setup_fn(layer): hook to fix state (e.g. a dropout mask) before checking.
+    """
+    rng = np.random.default_rng(seed)
+    layer, bottom, top = build(text, bottoms, num_tops, phase=phase)
+    if setup_fn:
+        setup_fn(layer)
+    if check_bottoms is None:
+        check_bottoms = [i for i, b in enumerate(bottom) if b.dtype.kind == "f"]
+    used_tops = range(len(top)) if top_weights is None else top_weights
+
+    def objective():
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        return sum(float((top[i].data * weights[i]).sum()) for i in used_tops)
+
+    layer.forward(bottom, top)
+    weights = {i: rng.standard_normal(top[i].shape) for i in used_tops}
+    for i, t in enumerate(top):
+        t.diff[...] = weights.get(i, 0.0)
+    for p in layer.blobs:
+        p.diff[...] = 0
+    propagate = [i in check_bottoms for i in range(len(bottom))]
+    layer.backward(top, propagate, bottom)
+    analytic = [bottom[i].diff.copy() for i in check_bottoms] + [p.diff.copy() for p in layer.blobs]
+    targets = [bottom[i] for i in check_bottoms] + list(layer.blobs)
+    names = [f"bottom[{i}]" for i in check_bottoms] + [f"param[{j}]" for j in range(len(layer.blobs))]
+    for blob, grad, name in zip(targets, analytic, names):
+        numeric = np.zeros_like(grad)
+        flat = blob.data.reshape(-1)
+        for k in range(flat.size):
+            saved = flat[k]
+            flat[k] = saved + eps
+            plus = objective()
+            flat[k] = saved - eps
+            minus = objective()
+            flat[k] = saved
+            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+        scale = max(1.0, float(np.abs(numeric).max()))
+        np.testing.assert_allclose(grad, numeric, rtol=rtol, atol=atol * scale + rtol * scale,
+                                   err_msg=f"{layer.type} gradient of {name}")
+    return layer
