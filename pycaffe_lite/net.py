@@ -18,6 +18,7 @@ from . import backend, upgrade
 from .blob import Blob
 from .io_utils import write_bytes_atomic
 from .layer import create_layer
+from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite")
@@ -223,7 +224,7 @@ def insert_splits(param):
 # --------------------------------------------------------------------------
 # The Net
 # --------------------------------------------------------------------------
-class Net:
+class Net(NetHelpersMixin):
     """A network built from a prototxt (or NetParameter), as pycaffe's caffe.Net.
 
     Net(model, phase) / Net(model, weights, phase) / Net(model, weights=..., phase=...,
