@@ -138,7 +138,7 @@ def python_layer_class(layer_param):
                          f"has no class '{p.layer}'") from None
 
 
-@register("Python", v1="PYTHON")
+@register("Python")
 class PythonLayer(Layer):
     """`type: "Python"`: builds the user's Layer subclass from python_param, as pycaffe does."""
 
