@@ -113,19 +113,33 @@ def blob_proto_to_array(proto, want_diff=False):
     return array.reshape(shape)
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packed(field, array, dtype):
+    """The wire bytes of a packed repeated float/double field: far faster than extend()
+    for the millions of weights of a real net (protobuf copies the bytes as they are)."""
+    raw = np.ascontiguousarray(backend.to_numpy(array), dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    number = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name[field].number
+    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
+
+
 def array_to_blob_proto(array, diff=None):
     """A BlobProto with the new-style shape; float64 arrays go to double_data."""
-    array = backend.to_numpy(array)
     proto = caffe_pb2.BlobProto()
     proto.shape.dim.extend(int(d) for d in array.shape)
-    if array.dtype == np.float64:
-        proto.double_data.extend(array.ravel())
-        if diff is not None:
-            proto.double_diff.extend(backend.to_numpy(diff).ravel())
-    else:
-        proto.data.extend(array.astype(np.float32, copy=False).ravel())
-        if diff is not None:
-            proto.diff.extend(backend.to_numpy(diff).astype(np.float32, copy=False).ravel())
+    double = np.dtype(array.dtype) == np.float64
+    names, dtype = (("double_data", "double_diff"), np.float64) if double else (("data", "diff"), np.float32)
+    payload = _packed(names[0], array, dtype)
+    if diff is not None:
+        payload += _packed(names[1], diff, dtype)
+    proto.MergeFromString(payload)
     return proto
 
 
