@@ -1,0 +1,680 @@
+"""Vision layers: Pooling, LRN, SPP and Crop, with BVLC Caffe's semantics.
+
+All blobs are (N, C, H, W).  The pooling kernels are plain array functions
+(`max_pool_forward`, `ave_pool_forward`, ...), shared by Pooling, SPP and
+LRN's WITHIN_CHANNEL mode; they loop over the kh*kw kernel offsets and do
+whole-array work on strided views, so the same code runs on NumPy and CuPy.
+On the CPU, max pooling uses a Numba kernel when Numba is installed (the
+NumPy functions stay the reference the tests compare it with).
+
+Caffe's pooling geometry, reproduced exactly:
+
+    Ho = ceil((H + 2*pad_h - kernel_h) / stride_h) + 1     (round_mode CEIL, the default)
+    Ho = floor((H + 2*pad_h - kernel_h) / stride_h) + 1    (round_mode FLOOR)
+    if pad_h or pad_w: if (Ho - 1) * stride_h >= H + pad_h: Ho -= 1
+                       (the last window may not start inside the padding)
+
+Example:
+
+    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+            pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+"""
+import numpy as np
+
+from .. import backend
+from ..backend import get_array_module
+from ..layer import Layer, register
+from ..proto import caffe_pb2
+
+FLT_MAX = float(np.finfo(np.float32).max)
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+PP = caffe_pb2.PoolingParameter
+
+
+# ---------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------
+def pooled_size(size, kernel, stride, pad, round_mode=PP.CEIL, any_pad=None):
+    """Caffe's pooled extent along one axis (see the module docstring).
+
+    `any_pad` is whether either spatial pad is non-zero (Caffe applies the
+    "last window starts in the padding" rule to both axes when either is padded).
+    """
+    span = size + 2 * pad - kernel
+    if round_mode == PP.FLOOR:
+        out = span // stride + 1
+    else:
+        out = -(-span // stride) + 1
+    if (pad if any_pad is None else any_pad) and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _window_extent(size, kernel, stride, pad, out):
+    """Length of the padded array that holds every window (ceil windows may run past the pad)."""
+    return max(size + 2 * pad, (out - 1) * stride + kernel)
+
+
+def _padded(x, pad_h, pad_w, Hp, Wp, value):
+    """x (N, C, H, W) placed at (pad_h, pad_w) in a (N, C, Hp, Wp) array filled with value."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    out = xp.full((N, C, Hp, Wp), value, dtype=x.dtype)
+    out[:, :, pad_h:pad_h + H, pad_w:pad_w + W] = x
+    return out
+
+
+def _views(a, kh, kw, sh, sw, Ho, Wo):
+    """Yield (k, view) for each kernel offset k = i*kw + j: view[n, c, y, x] = a[n, c, y*sh+i, x*sw+j]."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, a[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+
+
+# ---------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------
+def max_pool_forward(x, kernel, stride, pad, out_size):
+    """MAX pooling of x (N, C, H, W) -> (top (N, C, Ho, Wo), argk (N, C, Ho, Wo) int32).
+
+    top[y, x] = max over the window clipped to the image, starting from
+    -FLT_MAX as Caffe does; argk is the kernel offset i*kw + j of the first
+    maximum in row-major order (-1 for a window with no element above -FLT_MAX).
+    """
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, pad, out_size
+    N, C, H, W = x.shape
+    Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
+    xpad = _padded(x, ph, pw, Hp, Wp, -np.inf)
+    top = xp.full((N, C, Ho, Wo), -FLT_MAX, dtype=x.dtype)
+    argk = xp.full((N, C, Ho, Wo), -1, dtype=np.int32)
+    for k, view in _views(xpad, kh, kw, sh, sw, Ho, Wo):
+        better = view > top
+        xp.copyto(top, view, where=better)
+        xp.copyto(argk, np.int32(k), where=better)
+    return top, argk
+
+
+def max_pool_mask(argk, kernel, stride, pad, in_size):
+    """Caffe's mask: the flat index h * W + w of each maximum within its channel (-1 if none)."""
+    xp = get_array_module(argk)
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
+    Ho, Wo = argk.shape[-2:]
+    hstart = (xp.arange(Ho, dtype=np.int64) * sh - ph)[:, None]
+    wstart = (xp.arange(Wo, dtype=np.int64) * sw - pw)[None, :]
+    h = hstart + argk // kw
+    w = wstart + argk % kw
+    return xp.where(argk >= 0, h * W + w, -1)
+
+
+def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size):
+    """Route each top gradient to the input position that won its window (sums where windows overlap)."""
+    xp = get_array_module(top_diff)
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
+    N, C, Ho, Wo = top_diff.shape
+    Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
+    grad = xp.zeros((N, C, Hp, Wp), dtype=top_diff.dtype)
+    for k, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
+        view += top_diff * (argk == k)
+    return grad[:, :, ph:ph + H, pw:pw + W]
+
+
+# ---------------------------------------------------------------------------
+# average pooling
+# ---------------------------------------------------------------------------
+def ave_pool_divisor(kernel, stride, pad, in_size, out_size, xp=np, dtype=np.float32):
+    """Caffe's AVE divisor per output: the window clipped to the padded extent (H + pad, W + pad).
+
+    Padding inside that extent counts; window parts beyond it (ceil rounding) do not.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (H, W), (Ho, Wo) = kernel, stride, pad, in_size, out_size
+    hstart = np.arange(Ho) * sh - ph
+    wstart = np.arange(Wo) * sw - pw
+    hsize = np.minimum(hstart + kh, H + ph) - hstart
+    wsize = np.minimum(wstart + kw, W + pw) - wstart
+    return xp.asarray(np.outer(hsize, wsize).astype(dtype))
+
+
+def ave_pool_forward(x, kernel, stride, pad, out_size):
+    """AVE pooling of x (N, C, H, W): sum over the window inside the image / ave_pool_divisor."""
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, pad, out_size
+    N, C, H, W = x.shape
+    Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
+    xpad = _padded(x, ph, pw, Hp, Wp, 0)
+    total = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    for _, view in _views(xpad, kh, kw, sh, sw, Ho, Wo):
+        total += view
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return total / ave_pool_divisor(kernel, stride, pad, (H, W), (Ho, Wo), xp, x.dtype)
+
+
+def ave_pool_backward(top_diff, kernel, stride, pad, in_size):
+    """Spread each top gradient / divisor evenly over the in-image part of its window."""
+    xp = get_array_module(top_diff)
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
+    N, C, Ho, Wo = top_diff.shape
+    Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = top_diff / ave_pool_divisor(kernel, stride, pad, (H, W), (Ho, Wo), xp, top_diff.dtype)
+    grad = xp.zeros((N, C, Hp, Wp), dtype=top_diff.dtype)
+    for _, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
+        view += share
+    return grad[:, :, ph:ph + H, pw:pw + W]
+
+
+# ---------------------------------------------------------------------------
+# stochastic pooling (Zeiler & Fergus; Caffe has no padding here)
+# ---------------------------------------------------------------------------
+def _stacked_windows(x, kernel, stride, out_size):
+    """(K, N, C, Ho, Wo) window values (zeros outside the image), K = kh*kw in row-major order."""
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (Ho, Wo) = kernel, stride, out_size
+    N, C, H, W = x.shape
+    Hp, Wp = _window_extent(H, kh, sh, 0, Ho), _window_extent(W, kw, sw, 0, Wo)
+    xpad = _padded(x, 0, 0, Hp, Wp, 0)
+    return xp.stack([view for _, view in _views(xpad, kh, kw, sh, sw, Ho, Wo)])
+
+
+def _random_uniform(xp, shape, dtype):
+    if xp is np:
+        return backend.rng().random(shape).astype(dtype)
+    return xp.random.random(shape).astype(dtype)   # the device's generator
+
+
+def sto_pool_forward_train(x, kernel, stride, out_size, uniform=None):
+    """Sample one element per window with probability x / sum(window) (x >= 0 assumed).
+
+    With u ~ U[0, 1): the first element (row-major) whose running sum reaches
+    u * sum(window).  Returns (top, argk) like max_pool_forward.
+    """
+    xp = get_array_module(x)
+    windows = _stacked_windows(x, kernel, stride, out_size)
+    running = xp.cumsum(windows, axis=0)
+    if uniform is None:
+        uniform = _random_uniform(xp, windows.shape[1:], x.dtype)
+    threshold = uniform * running[-1]
+    reached = running >= threshold[None]
+    argk = xp.argmax(reached, axis=0).astype(np.int32)
+    argk = xp.where(reached.any(axis=0), argk, np.int32(windows.shape[0] - 1))
+    top = xp.take_along_axis(windows, argk[None].astype(np.int64), axis=0)[0]
+    return top, argk
+
+
+def sto_pool_forward_test(x, kernel, stride, out_size):
+    """Probability-weighted average: sum(x^2) / (FLT_MIN + sum(x)) over the window (Caffe's TEST mode)."""
+    windows = _stacked_windows(x, kernel, stride, out_size)
+    return (windows * windows).sum(axis=0) / (windows.sum(axis=0) + FLT_MIN)
+
+
+def sto_pool_backward_test(top_diff, x, kernel, stride, in_size):
+    """Exact gradient of sto_pool_forward_test: d/dx_j = (2 x_j S - Q) / S^2 for each window."""
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (H, W) = kernel, stride, in_size
+    N, C, Ho, Wo = top_diff.shape
+    windows = _stacked_windows(x, kernel, stride, (Ho, Wo))
+    S = windows.sum(axis=0) + FLT_MIN
+    Q = (windows * windows).sum(axis=0)
+    Hp, Wp = _window_extent(H, kh, sh, 0, Ho), _window_extent(W, kw, sw, 0, Wo)
+    xpad = _padded(x, 0, 0, Hp, Wp, 0)
+    grad = xp.zeros((N, C, Hp, Wp), dtype=top_diff.dtype)
+    for (_, gview), (_, xview) in zip(_views(grad, kh, kw, sh, sw, Ho, Wo),
+                                      _views(xpad, kh, kw, sh, sw, Ho, Wo)):
+        gview += top_diff * (2 * xview * S - Q) / (S * S)
+    return grad[:, :, :H, :W]
+
+
+# ---------------------------------------------------------------------------
+# Numba kernels for max pooling on the CPU (NumPy functions above are the reference)
+# ---------------------------------------------------------------------------
+def _max_pool_forward_loops(x, kh, kw, sh, sw, ph, pw, Ho, Wo, lowest, top, argk):
+    NC, H, W = x.shape
+    for nc in range(NC):
+        for oy in range(Ho):
+            hs = oy * sh - ph
+            h0, h1 = max(hs, 0), min(hs + kh, H)
+            for ox in range(Wo):
+                ws = ox * sw - pw
+                w0, w1 = max(ws, 0), min(ws + kw, W)
+                best = lowest
+                which = -1
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        v = x[nc, h, w]
+                        if v > best:
+                            best = v
+                            which = (h - hs) * kw + (w - ws)
+                top[nc, oy, ox] = best
+                argk[nc, oy, ox] = which
+
+
+def _max_pool_backward_loops(top_diff, argk, kw, sh, sw, ph, pw, grad):
+    NC, Ho, Wo = top_diff.shape
+    for nc in range(NC):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                k = argk[nc, oy, ox]
+                if k >= 0:
+                    grad[nc, oy * sh - ph + k // kw, ox * sw - pw + k % kw] += top_diff[nc, oy, ox]
+
+
+_NUMBA = {}
+
+
+def _numba_kernels():
+    """The njit-compiled loops, or None without Numba (compiled once, cached on disk)."""
+    if "kernels" not in _NUMBA:
+        try:
+            import numba
+        except ImportError:
+            _NUMBA["kernels"] = None
+        else:
+            # Serial: on the 2-core machine measured, parallel=True made these loops slower.
+            jit = numba.njit(cache=True, nogil=True)
+            _NUMBA["kernels"] = (jit(_max_pool_forward_loops), jit(_max_pool_backward_loops))
+    return _NUMBA["kernels"]
+
+
+def _use_numba(x):
+    return isinstance(x, np.ndarray) and x.size >= 4096 and _numba_kernels() is not None
+
+
+def max_pool_forward_fast(x, kernel, stride, pad, out_size):
+    """max_pool_forward, by the Numba kernel for NumPy arrays when available."""
+    if not _use_numba(x):
+        return max_pool_forward(x, kernel, stride, pad, out_size)
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, pad, out_size
+    N, C, H, W = x.shape
+    top = np.empty((N * C, Ho, Wo), dtype=x.dtype)
+    argk = np.empty((N * C, Ho, Wo), dtype=np.int32)
+    forward, _ = _numba_kernels()
+    forward(np.ascontiguousarray(x).reshape(N * C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo,
+            x.dtype.type(-FLT_MAX), top, argk)
+    return top.reshape(N, C, Ho, Wo), argk.reshape(N, C, Ho, Wo)
+
+
+def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size):
+    """max_pool_backward, by the Numba kernel for NumPy arrays when available."""
+    if not _use_numba(top_diff):
+        return max_pool_backward(top_diff, argk, kernel, stride, pad, in_size)
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
+    N, C, Ho, Wo = top_diff.shape
+    grad = np.zeros((N * C, H, W), dtype=top_diff.dtype)
+    _, backward = _numba_kernels()
+    backward(np.ascontiguousarray(top_diff).reshape(N * C, Ho, Wo),
+             np.ascontiguousarray(argk).reshape(N * C, Ho, Wo), kw, sh, sw, ph, pw, grad)
+    return grad.reshape(N, C, H, W)
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------
+def _needs_4d(layer, blob):
+    if len(blob.shape) != 4:
+        raise ValueError(layer.error(f"needs a 4-axis (num, channels, height, width) input, "
+                                     f"got shape {blob.shape}"))
+
+
+def pooling_geometry(p, error):
+    """(kernel or None for global, stride, pad) as (h, w) pairs from a PoolingParameter.
+
+    Raises ValueError(error(message)) on Caffe's invalid combinations.
+    """
+    has = p.HasField
+    if p.global_pooling:
+        if has("kernel_size") or has("kernel_h") or has("kernel_w"):
+            raise ValueError(error("with global_pooling: true the kernel size cannot be specified"))
+        kernel = None
+    else:
+        if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+            raise ValueError(error("needs kernel_size OR kernel_h and kernel_w (not both); "
+                                   "non-square kernels need both kernel_h and kernel_w"))
+        kernel = (p.kernel_size, p.kernel_size) if has("kernel_size") else (p.kernel_h, p.kernel_w)
+        if min(kernel) <= 0:
+            raise ValueError(error(f"needs a kernel size > 0, got {kernel[0]} x {kernel[1]}"))
+    if not ((not has("pad") and has("pad_h") and has("pad_w")) or (not has("pad_h") and not has("pad_w"))):
+        raise ValueError(error("needs pad OR pad_h and pad_w"))
+    if not ((not has("stride") and has("stride_h") and has("stride_w"))
+            or (not has("stride_h") and not has("stride_w"))):
+        raise ValueError(error("needs stride OR stride_h and stride_w"))
+    pad = (p.pad_h, p.pad_w) if has("pad_h") else (p.pad, p.pad)
+    stride = (p.stride_h, p.stride_w) if has("stride_h") else (p.stride, p.stride)
+    if min(stride) <= 0:
+        raise ValueError(error(f"needs a stride > 0, got {stride[0]} x {stride[1]}"))
+    if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
+        raise ValueError(error(f"with global_pooling: true only pad = 0 and stride = 1 are allowed, "
+                               f"got pad {pad} and stride {stride}"))
+    if pad != (0, 0):
+        if p.pool not in (PP.AVE, PP.MAX):
+            raise ValueError(error("implements padding only for AVE and MAX pooling"))
+        if kernel is not None and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
+            raise ValueError(error(f"needs pad < kernel, got pad {pad} and kernel {kernel}"))
+    return kernel, stride, pad
+
+
+@register("Pooling", v1="POOLING")
+class PoolingLayer(Layer):
+    """MAX, AVE or STOCHASTIC pooling over (N, C, H, W) -> (N, C, Ho, Wo).
+
+    MAX:  top = max over the window clipped to the image; an optional second
+          top receives the argmax mask (flat index h * W + w in its channel,
+          stored as a float, as in Caffe).
+    AVE:  top = sum over the window inside the image / the window size
+          clipped to (H + pad_h, W + pad_w).
+    STOCHASTIC (no padding): TRAIN samples an element with probability
+          proportional to its value; TEST gives sum(x^2) / sum(x).
+    global_pooling sets the kernel to the whole H x W.
+    """
+    num_bottom = (1, 1)
+    num_top = (1, 2)
+
+    def setup(self, bottom, top):
+        p = self.layer_param.pooling_param
+        self.pool = p.pool
+        self.round_mode = p.round_mode
+        self.global_pooling = p.global_pooling
+        self.kernel, self.stride, self.pad = pooling_geometry(p, self.error)
+        if len(top) > 1 and self.pool != PP.MAX:
+            raise ValueError(self.error("has a mask top only with MAX pooling; "
+                                        f"got {len(top)} tops for {PP.PoolMethod.Name(self.pool)}"))
+
+    def reshape(self, bottom, top):
+        _needs_4d(self, bottom[0])
+        N, C, H, W = bottom[0].shape
+        if self.global_pooling:
+            self.kernel = (H, W)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        any_pad = bool(ph or pw)
+        Ho = pooled_size(H, kh, sh, ph, self.round_mode, any_pad)
+        Wo = pooled_size(W, kw, sw, pw, self.round_mode, any_pad)
+        if Ho <= 0 or Wo <= 0:
+            raise ValueError(self.error(f"kernel {self.kernel} with pad {self.pad} does not fit "
+                                        f"the {H} x {W} input"))
+        self.in_size, self.out_size = (H, W), (Ho, Wo)
+        for blob in top:
+            blob.reshape(N, C, Ho, Wo)
+
+    def _geometry(self):
+        return self.kernel, self.stride, self.pad
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.pool == PP.MAX:
+            out, self.argk = max_pool_forward_fast(x, *self._geometry(), self.out_size)
+            if len(top) > 1:
+                top[1].data = max_pool_mask(self.argk, *self._geometry(), self.in_size).astype(top[1].dtype)
+        elif self.pool == PP.AVE:
+            out = ave_pool_forward(x, *self._geometry(), self.out_size)
+        elif self.phase == caffe_pb2.TRAIN:
+            out, self.argk = sto_pool_forward_train(x, self.kernel, self.stride, self.out_size)
+        else:
+            out = sto_pool_forward_test(x, self.kernel, self.stride, self.out_size)
+        top[0].data = out
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff
+        if self.pool == PP.MAX:
+            grad = max_pool_backward_fast(dy, self.argk, *self._geometry(), self.in_size)
+        elif self.pool == PP.AVE:
+            grad = ave_pool_backward(dy, *self._geometry(), self.in_size)
+        elif self.phase == caffe_pb2.TRAIN:
+            grad = max_pool_backward(dy, self.argk, self.kernel, self.stride, (0, 0), self.in_size)
+        else:
+            grad = sto_pool_backward_test(dy, bottom[0].data, self.kernel, self.stride, self.in_size)
+        bottom[0].diff = grad
+
+
+# ---------------------------------------------------------------------------
+# LRN
+# ---------------------------------------------------------------------------
+def _channel_window_sum(a, size, pre_pad, start=0):
+    """s[:, c] = start + sum of a[:, c'] for c' in [c - pre_pad, c - pre_pad + size), zero outside."""
+    xp = get_array_module(a)
+    N, C = a.shape[:2]
+    padded = xp.zeros((N, C + size - 1) + a.shape[2:], dtype=a.dtype)
+    padded[:, pre_pad:pre_pad + C] = a
+    total = padded[:, 0:C] + start
+    for i in range(1, size):
+        total += padded[:, i:i + C]
+    return total
+
+
+def lrn_across_forward(x, size, alpha, beta, k):
+    """ACROSS_CHANNELS: scale = k + alpha/size * sum_{|c'-c| <= (size-1)/2} x_c'^2; top = x * scale^-beta.
+
+    Returns (top, scale, scale^-beta).
+    """
+    pre_pad = (size - 1) // 2
+    scale = _channel_window_sum(x * x * (alpha / size), size, pre_pad, start=k)
+    power = scale ** -beta
+    return x * power, scale, power
+
+
+def lrn_across_backward(top_diff, x, top, scale, power, size, alpha, beta):
+    """dx = dy * scale^-beta - (2 alpha beta / size) * x * sum_window(dy * top / scale)."""
+    pre_pad = (size - 1) // 2
+    ratio = _channel_window_sum(top_diff * top / scale, size, size - 1 - pre_pad)
+    return top_diff * power - (2.0 * alpha * beta / size) * x * ratio
+
+
+def lrn_within_forward(x, size, alpha, beta):
+    """WITHIN_CHANNEL, as Caffe builds it from Power, AVE Pooling and Eltwise layers:
+
+        scale = 1 + alpha * AVEpool_{size x size, pad (size-1)/2, stride 1}(x^2)
+              = 1 + alpha / size^2 * (zero-padded box sum of x^2)      (k is not used)
+        top = x * scale^-beta
+    """
+    pre_pad = (size - 1) // 2
+    geometry = ((size, size), (1, 1), (pre_pad, pre_pad))
+    pooled = ave_pool_forward(x * x, *geometry, x.shape[2:])
+    scale = pooled * alpha + 1
+    return x * scale ** -beta, scale
+
+
+def lrn_within_backward(top_diff, x, scale, size, alpha, beta):
+    """Chain rule through the same composition: dx = dy s^-b + 2x * AVEpool^T(-b alpha dy x s^(-b-1))."""
+    pre_pad = (size - 1) // 2
+    geometry = ((size, size), (1, 1), (pre_pad, pre_pad))
+    dscale = top_diff * x * (-beta) * scale ** (-beta - 1)
+    dsquare = ave_pool_backward(dscale * alpha, *geometry, x.shape[2:])
+    return top_diff * scale ** -beta + 2 * x * dsquare
+
+
+@register("LRN", v1="LRN")
+class LRNLayer(Layer):
+    """Local response normalization (AlexNet), ACROSS_CHANNELS or WITHIN_CHANNEL.
+
+    ACROSS_CHANNELS: top = x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta
+    WITHIN_CHANNEL:  top = x / (1 + alpha/n^2 * sum of x^2 over an n x n neighbourhood)^beta
+    local_size n must be odd.  Shapes (N, C, H, W) -> same.
+    """
+    num_bottom = (1, 1)
+    num_top = (1, 1)
+
+    def setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
+        self.region = p.norm_region
+        if self.size % 2 != 1:
+            raise ValueError(self.error(f"supports only odd values for local_size, got {self.size}"))
+
+    def reshape(self, bottom, top):
+        _needs_4d(self, bottom[0])
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            out, self.scale, self.power = lrn_across_forward(x, self.size, self.alpha, self.beta, self.k)
+        else:
+            out, self.scale = lrn_within_forward(x, self.size, self.alpha, self.beta)
+        self.x, self.top_data = x, out
+        top[0].data = out
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            grad = lrn_across_backward(top[0].diff, self.x, self.top_data, self.scale, self.power,
+                                       self.size, self.alpha, self.beta)
+        else:
+            grad = lrn_within_backward(top[0].diff, self.x, self.scale, self.size, self.alpha, self.beta)
+        bottom[0].diff = grad
+
+
+# ---------------------------------------------------------------------------
+# SPP
+# ---------------------------------------------------------------------------
+def spp_level_geometry(level, H, W):
+    """Caffe's SPP pooling for pyramid level i: 2^i bins, kernel = stride = ceil(H / bins),
+    pad = (kernel * bins - H + 1) // 2 (and the same for W)."""
+    bins = 2 ** level
+    kh, kw = -(-H // bins), -(-W // bins)
+    ph, pw = (kh * bins - H + 1) // 2, (kw * bins - W + 1) // 2
+    return (kh, kw), (kh, kw), (ph, pw)
+
+
+@register("SPP")
+class SPPLayer(Layer):
+    """Spatial pyramid pooling: levels 0..pyramid_height-1 pool into 2^i x 2^i bins.
+
+    pyramid_height 1: top is the level-0 pooling, (N, C, 1, 1).
+    Otherwise each level is flattened to (N, C * Ho_i * Wo_i) and the levels
+    are concatenated along axis 1.
+    """
+    num_bottom = (1, 1)
+    num_top = (1, 1)
+
+    def setup(self, bottom, top):
+        p = self.layer_param.spp_param
+        self.height = p.pyramid_height
+        self.pool = p.pool   # SPPParameter.PoolMethod has PoolingParameter's numbers
+        if self.height < 1:
+            raise ValueError(self.error(f"needs pyramid_height >= 1, got {self.height}"))
+
+    def reshape(self, bottom, top):
+        _needs_4d(self, bottom[0])
+        N, C, H, W = bottom[0].shape
+        if H <= 0 or W <= 0:
+            raise ValueError(self.error(f"needs a non-empty input, got shape {bottom[0].shape}"))
+        self.levels = []
+        for level in range(self.height):
+            kernel, stride, pad = spp_level_geometry(level, H, W)
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                raise ValueError(self.error(f"level {level} needs pad < kernel, got pad {pad} and "
+                                            f"kernel {kernel} for a {H} x {W} input (too many levels)"))
+            if pad != (0, 0) and self.pool == PP.STOCHASTIC:
+                raise ValueError(self.error(f"level {level} needs padding, which STOCHASTIC pooling lacks"))
+            any_pad = bool(pad[0] or pad[1])
+            out = (pooled_size(H, kernel[0], stride[0], pad[0], PP.CEIL, any_pad),
+                   pooled_size(W, kernel[1], stride[1], pad[1], PP.CEIL, any_pad))
+            self.levels.append(((kernel, stride, pad), out))
+        self.in_size = (H, W)
+        if self.height == 1:
+            top[0].reshape(N, C, *self.levels[0][1])
+        else:
+            top[0].reshape(N, sum(C * ho * wo for _, (ho, wo) in self.levels))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        xp = get_array_module(x)
+        outs, self.argks = [], []
+        for geometry, out_size in self.levels:
+            if self.pool == PP.MAX:
+                out, argk = max_pool_forward_fast(x, *geometry, out_size)
+            elif self.pool == PP.AVE:
+                out, argk = ave_pool_forward(x, *geometry, out_size), None
+            elif self.phase == caffe_pb2.TRAIN:
+                out, argk = sto_pool_forward_train(x, geometry[0], geometry[1], out_size)
+            else:
+                out, argk = sto_pool_forward_test(x, geometry[0], geometry[1], out_size), None
+            outs.append(out)
+            self.argks.append(argk)
+        if self.height == 1:
+            top[0].data = outs[0]
+        else:
+            top[0].data = xp.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff
+        N, C = bottom[0].shape[:2]
+        grad, offset = None, 0
+        for (geometry, out_size), argk in zip(self.levels, self.argks):
+            width = C * out_size[0] * out_size[1]
+            part = dy.reshape(N, -1)[:, offset:offset + width].reshape(N, C, *out_size)
+            offset += width
+            if self.pool == PP.MAX or (self.pool == PP.STOCHASTIC and self.phase == caffe_pb2.TRAIN):
+                g = max_pool_backward_fast(part, argk, *geometry, self.in_size)
+            elif self.pool == PP.AVE:
+                g = ave_pool_backward(part, *geometry, self.in_size)
+            else:
+                g = sto_pool_backward_test(part, bottom[0].data, geometry[0], geometry[1], self.in_size)
+            grad = g if grad is None else grad + g
+        bottom[0].diff = grad
+
+
+# ---------------------------------------------------------------------------
+# Crop
+# ---------------------------------------------------------------------------
+@register("Crop")
+class CropLayer(Layer):
+    """Crop bottom[0] to the shape of bottom[1] on the axes from `axis` on.
+
+    top = bottom[0][..., o_a : o_a + S_a, ...] for each cropped axis a, with
+    S_a = bottom[1].shape[a] and offsets o: none (all 0), one for all cropped
+    axes, or one per cropped axis.  Axes before `axis` keep bottom[0]'s size.
+    """
+    num_bottom = (2, 2)
+    num_top = (1, 1)
+
+    def setup(self, bottom, top):
+        p = self.layer_param.crop_param
+        n = len(bottom[0].shape)
+        try:
+            self.axis = bottom[0].canonical_axis(p.axis)
+        except ValueError:
+            raise ValueError(self.error(f"crop axis {p.axis} is out of range for a "
+                                        f"{n}-axis input of shape {bottom[0].shape}")) from None
+        self.offsets_param = list(p.offset)
+        if len(self.offsets_param) > 1 and self.axis + len(self.offsets_param) != n:
+            raise ValueError(self.error(
+                f"needs one offset or one per cropped axis ({n - self.axis} for axis {self.axis} of a "
+                f"{n}-axis input), got {len(self.offsets_param)}"))
+
+    def reshape(self, bottom, top):
+        src, ref = bottom[0].shape, bottom[1].shape
+        if len(src) != len(ref):
+            raise ValueError(self.error(f"needs bottoms with the same number of axes, got shapes {src} and {ref}"))
+        shape, self.slices = [], []
+        for i, size in enumerate(src):
+            offset, new = 0, size
+            if i >= self.axis:
+                new = ref[i]
+                if len(self.offsets_param) == 1:
+                    offset = self.offsets_param[0]
+                elif self.offsets_param:
+                    offset = self.offsets_param[i - self.axis]
+                if size - offset < new:
+                    raise ValueError(self.error(f"crop of axis {i} is out of bounds: size {new} at offset "
+                                                f"{offset} in an axis of size {size} (shapes {src}, {ref})"))
+            shape.append(new)
+            self.slices.append(slice(offset, offset + new))
+        self.slices = tuple(self.slices)
+        top[0].reshape(shape)
+
+    def forward(self, bottom, top):
+        top[0].data = bottom[0].data[self.slices].copy()
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            xp = get_array_module(top[0].diff)
+            grad = xp.zeros(bottom[0].shape, dtype=bottom[0].dtype)
+            grad[self.slices] = top[0].diff
+            bottom[0].diff = grad
+        if propagate_down[1]:
+            bottom[1].diff = get_array_module(bottom[1].data).zeros(bottom[1].shape, bottom[1].dtype)
