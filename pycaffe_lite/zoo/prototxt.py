@@ -115,40 +115,12 @@ def parse_text(text, message, source="<string>"):
 
 
 def read_net(path):
-    """A NetParameter from a prototxt, legacy formats upgraded.
-
-    Uses the Net's reader (pycaffe_lite.net.read_net_param) when the package
-    has one; otherwise parses the text and upgrades with pycaffe_lite.upgrade.
-    """
-    try:
-        from ..net import read_net_param
-    except ImportError:
-        read_net_param = None
-    if read_net_param is not None:
-        return read_net_param(str(path))
-    with open(path, encoding="utf-8") as handle:
-        net = parse_text(handle.read(), caffe_pb2.NetParameter(), str(path))
-    try:
-        from ..upgrade import upgrade_net
-    except ImportError:
-        return net
-    upgraded = upgrade_net(net)
-    return upgraded if upgraded is not None else net
+    """A NetParameter from a prototxt, legacy formats upgraded (the Net's reader)."""
+    from ..net import read_net_param
+    return read_net_param(str(path))
 
 
 def read_solver(path):
-    """A SolverParameter from a prototxt (legacy solver_type upgraded)."""
-    try:
-        from ..net import read_solver_param
-    except ImportError:
-        read_solver_param = None
-    if read_solver_param is not None:
-        return read_solver_param(str(path))
-    with open(path, encoding="utf-8") as handle:
-        solver = parse_text(handle.read(), caffe_pb2.SolverParameter(), str(path))
-    try:
-        from ..upgrade import upgrade_solver
-    except ImportError:
-        return solver
-    upgraded = upgrade_solver(solver)
-    return upgraded if upgraded is not None else solver
+    """A SolverParameter from a prototxt, legacy `solver_type` upgraded."""
+    from ..net import read_solver_param
+    return read_solver_param(str(path))

@@ -1,0 +1,330 @@
+"""Model zoo and transfer-learning subcommands:
+
+    pycaffe-lite zoo list | info NAME | fetch NAME [--from FILE_OR_URL]
+    pycaffe-lite surgery --model M --weights a.caffemodel[,b] --out W [--freeze ...] ...
+    pycaffe-lite convert IN OUT [--model M]          (.caffemodel <-> .npz)
+    pycaffe-lite export_onnx --model M --weights W --out model.onnx
+    pycaffe-lite extract_features --model M --weights W --blobs fc7,pool5 --out f.npz --iterations N
+    pycaffe-lite upgrade_net_proto_text IN OUT   (and upgrade_net_proto_binary, upgrade_solver_proto_text)
+"""
+import json
+import logging
+import sys
+
+log = logging.getLogger("pycaffe_lite")
+
+
+def _split(text):
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _shape(text):
+    try:
+        dims = [int(d) for d in _split(text)]
+    except ValueError:
+        raise ValueError(f"shape '{text}' is not comma-separated integers like 1,3,451,451") from None
+    if len(dims) != 4:
+        raise ValueError(f"shape '{text}' needs 4 numbers: N,C,H,W")
+    return dims
+
+
+def _load_layers():
+    import importlib
+    importlib.import_module("pycaffe_lite.layers")
+
+
+def _net(model, weights=None, phase="test"):
+    _load_layers()
+    from ..net import TEST, TRAIN, Net
+    net = Net(model, phase=TEST if phase == "test" else TRAIN)
+    if weights:
+        for path in _split(weights):
+            net.copy_from(path)
+    return net
+
+
+def _gpu(args):
+    if getattr(args, "gpu", None) is not None:
+        from .. import backend
+        backend.set_mode_gpu()
+        backend.set_device(int(args.gpu))
+
+
+# ---------------------------------------------------------------------------- zoo
+def cmd_zoo_list(args):
+    from ..zoo.manifest import list_models
+    models = list_models(args.root)
+    rows = [("MODEL", "PARAMETERS", "WEIGHTS", "LICENSE")]
+    for m in models:
+        arch = m.architecture
+        params = f"{arch.params / 1e6:.2f}M" if arch else "-"
+        if m.weights_path.exists():
+            weights = "present"
+        elif m.url and m.sha1:
+            weights = "fetch"
+        elif m.sha1:
+            weights = "--from FILE"
+        elif m.url:
+            weights = "manual"     # a link to a page, no digest to check a download against
+        else:
+            weights = "none"
+        rows.append((m.name, params, weights, (m.license or "-").split(" (")[0]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)))
+    return 0
+
+
+def cmd_zoo_info(args):
+    from ..zoo.manifest import get_model
+    m = get_model(args.name, args.root)
+    arch = m.architecture
+    if args.json:
+        info = dict(m.meta, folder=str(m.folder), weights_present=m.weights_path.exists())
+        if arch:
+            info.update(parameters=arch.params, published=arch.published,
+                        input_shape=list(arch.input_shape))
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{m.title}  [{m.name}]")
+    for key in ("caffemodel", "caffemodel_url", "sha1", "license", "weights_from"):
+        print(f"  {key + ':':16}{m.meta.get(key) or '-'}")
+    if arch:
+        print(f"  {'parameters:':16}{arch.params:,} (published: {arch.published})")
+        print(f"  {'input:':16}{' x '.join(str(d) for d in arch.input_shape)}")
+    for which in ("deploy", "train_val", "solver"):
+        path = m.file(which)
+        print(f"  {which + ':':16}{path if path else '-'}")
+    present = m.weights_path.exists()
+    print(f"  {'weights file:':16}{m.weights_path} ({'present' if present else 'absent'})")
+    return 0
+
+
+def cmd_zoo_fetch(args):
+    from ..zoo.fetch import fetch_weights, sha1_of
+    from ..zoo.manifest import get_model
+    m = get_model(args.name, args.root)
+    if args.no_verify:
+        print("warning: --no-verify: the file's sha1 is not checked", file=sys.stderr)
+    last = {"shown": -1}
+
+    def progress(done, total):
+        if total and sys.stderr.isatty():
+            pct = int(100 * done / total)
+            if pct != last["shown"]:
+                last["shown"] = pct
+                print(f"\r{done / 2**20:.1f} / {total / 2**20:.1f} MiB ({pct}%)", end="", file=sys.stderr)
+
+    path = fetch_weights(m, source=args.source, dest=args.to, sha1=args.sha1,
+                         verify=not args.no_verify, progress=progress)
+    if last["shown"] >= 0:
+        print(file=sys.stderr)
+    print(f"{m.name}: {path} (sha1 {sha1_of(path)})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- surgery
+def cmd_surgery(args):
+    from ..zoo import surgery
+    from ..zoo.convert import arrays_to_weights, weights_to_arrays
+    from ..zoo.prototxt import read_net, write_text
+    from ..io_utils import write_bytes_atomic
+
+    net_param = read_net(args.model)
+    weights = _split(args.weights)
+    edits_model = any([args.freeze, args.freeze_below, args.lr_mult, args.fc_to_conv,
+                       args.input_channels is not None, args.input_shape])
+    if edits_model and not args.out_model:
+        raise ValueError("--out-model is needed to write the edited net definition")
+    if (args.fc_to_conv or args.input_channels is not None) and not weights:
+        raise ValueError("--fc-to-conv and --input-channels transform trained weights: give --weights")
+    out_weights = None
+    report = None
+    if args.fc_to_conv or args.input_channels is not None:
+        arrays = collections_merge([weights_to_arrays(w) for w in weights])
+        if args.fc_to_conv:
+            net_param, arrays = surgery.fc_to_conv(net_param, arrays, layers=_split(args.layers) or None,
+                                                   input_shape=_shape(args.input_shape)
+                                                   if args.input_shape else None)
+            print(f"fully connected -> convolution: "
+                  f"{', '.join(n for n in arrays if n.endswith('-conv')) or 'nothing to convert'}")
+        if args.input_channels is not None:
+            net_param, arrays = surgery.set_input_channels(net_param, arrays, args.input_channels,
+                                                           mode=args.channel_mode)
+            print(f"first convolution now reads {args.input_channels} channel(s)")
+        out_weights = arrays_to_weights(arrays, model=net_param)
+    elif args.input_shape:
+        surgery._set_input_shape(net_param, _shape(args.input_shape))
+    if weights and out_weights is None:
+        try:
+            net = _net(args.deploy or net_param)
+        except (FileNotFoundError, RuntimeError, OSError) as exc:
+            raise ValueError(f"cannot build {args.model} to place the weights ({exc}); pass a deploy "
+                             "net holding the same layers with --deploy") from None
+        report = surgery.transplant(net, weights, rename=dict(
+            item.split("=", 1) for item in _split(args.map)), strict=args.strict)
+        out_weights = net.to_proto()
+        new_layers = [n for n, why in report.reinitialised.items()]
+    else:
+        new_layers = []
+    frozen = []
+    if args.freeze:
+        frozen += surgery.freeze(net_param, _split(args.freeze))
+    if args.freeze_below:
+        frozen += surgery.freeze_below(net_param, args.freeze_below)
+    factors = {}
+    if args.lr_mult:
+        factors = surgery.apply_lr_mult(net_param, args.lr_mult, new_layers=new_layers,
+                                        mid_from=args.mid_from)
+    if report is not None:
+        print(report)
+    if frozen:
+        print(f"frozen (lr_mult 0): {', '.join(frozen)}")
+    if factors:
+        print("learning-rate multipliers: " + ", ".join(f"{k} x{v:g}" for k, v in factors.items()))
+    if args.out_model:
+        write_text(args.out_model, net_param)
+        print(f"wrote {args.out_model}")
+    if out_weights is not None:
+        if not args.out:
+            raise ValueError("--out is needed to write the weights")
+        write_bytes_atomic(args.out, out_weights.SerializeToString())
+        print(f"wrote {args.out}")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as handle:
+            json.dump(dict(report.as_dict() if report else {}, frozen=frozen,
+                           lr_mult=factors), handle, indent=2)
+    return 0
+
+
+def collections_merge(dicts):
+    """Later weight files override earlier ones, layer by layer (Caffe's --weights a,b)."""
+    import collections
+    merged = collections.OrderedDict()
+    for d in dicts:
+        merged.update(d)
+    return merged
+
+
+# ---------------------------------------------------------------------------- converters
+def cmd_convert(args):
+    from ..zoo.convert import convert
+    convert(args.input, args.output, model=args.model)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_export_onnx(args):
+    from ..zoo.onnx_export import save_onnx
+    net = _net(args.model, args.weights)
+    if args.batch:
+        for name in net.inputs:
+            shape = list(net.blobs[name].shape)
+            shape[0] = args.batch
+            net.blobs[name].reshape(*shape)
+        net.reshape()
+    save_onnx(net, args.out)
+    print(f"wrote {args.out} (inputs {', '.join(net.inputs)}; outputs {', '.join(net.outputs)})")
+    return 0
+
+
+def cmd_upgrade(args):
+    from ..zoo import convert
+    tool = {"upgrade_net_proto_text": convert.upgrade_net_proto_text,
+            "upgrade_net_proto_binary": convert.upgrade_net_proto_binary,
+            "upgrade_solver_proto_text": convert.upgrade_solver_proto_text}[args.command]
+    tool(args.input, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_extract_features(args):
+    from ..zoo.features import extract_features, save_features
+    _gpu(args)
+    net = _net(args.model, args.weights)
+    blobs = _split(args.blobs)
+    if not blobs:
+        raise ValueError("--blobs names at least one blob, e.g. fc7,pool5")
+    features = extract_features(net, blobs, iterations=args.iterations)
+    out = args.out if args.out.endswith(".npz") else _split(args.out)
+    written = save_features(features, out if isinstance(out, str) or len(out) > 1 else out[0])
+    for name, array in features.items():
+        print(f"{name}: {array.shape[0]} x {' x '.join(str(d) for d in array.shape[1:]) or '1'}")
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+# ---------------------------------------------------------------------------- registration
+def register(subparsers):
+    zoo = subparsers.add_parser("zoo", help="list, describe and fetch the model zoo's weights")
+    zoo.add_argument("--root", help="the zoo folder (default: the repository's models/)")
+    zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    zoo.set_defaults(func=lambda a: (zoo.print_help(), 1)[1])
+    p = zsub.add_parser("list", help="the zoo's models")
+    p.set_defaults(func=cmd_zoo_list)
+    p = zsub.add_parser("info", help="one model's readme metadata and files")
+    p.add_argument("name", help="model folder name, or a path to a folder with a readme.md")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_zoo_info)
+    p = zsub.add_parser("fetch", help="download (or copy) a model's weights, checking their sha1")
+    p.add_argument("name", help="model folder name, or a path to a folder with a readme.md")
+    p.add_argument("--from", dest="source", metavar="FILE_OR_URL",
+                   help="a local file or URL instead of the readme's caffemodel_url (works offline)")
+    p.add_argument("--sha1", help="expect this sha1 instead of the readme's")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha1 check (not recommended)")
+    p.add_argument("--to", help="destination file (default: the model folder)")
+    p.set_defaults(func=cmd_zoo_fetch)
+
+    s = subparsers.add_parser("surgery", help="copy weights by layer name, freeze layers, set lr "
+                              "multipliers, cast fc layers as convolutions, change input channels")
+    s.add_argument("--model", required=True, help="the target net (prototxt); a deploy net is cheapest")
+    s.add_argument("--weights", help="caffemodel(s) to copy from, comma-separated (later ones win)")
+    s.add_argument("--out", help="write the resulting weights here (.caffemodel)")
+    s.add_argument("--out-model", help="write the edited net definition here (.prototxt)")
+    s.add_argument("--deploy", help="build this net (e.g. deploy.prototxt) to place the weights when "
+                   "--model reads data that is not there")
+    s.add_argument("--map", help="target=source layer pairs to copy under another name, e.g. fc8_new=fc8")
+    s.add_argument("--strict", action="store_true", help="a shape mismatch is an error (Caffe's rule)")
+    s.add_argument("--freeze", help="layers to freeze (lr_mult 0), comma-separated")
+    s.add_argument("--freeze-below", metavar="LAYER", help="freeze every learnable layer before LAYER")
+    s.add_argument("--lr-mult", help="multipliers: top=10,mid=1,bottom=1/10 (top = new layers) "
+                   "and/or LAYER=FACTOR")
+    s.add_argument("--mid-from", metavar="LAYER", help="first layer of the 'mid' group (default: half way)")
+    s.add_argument("--fc-to-conv", action="store_true", help="cast InnerProduct layers as Convolutions")
+    s.add_argument("--layers", help="with --fc-to-conv: only these InnerProduct layers")
+    s.add_argument("--input-shape", help="N,C,H,W for the Input layer of --out-model")
+    s.add_argument("--input-channels", type=int, help="reshape the first convolution for C input channels")
+    s.add_argument("--channel-mode", choices=("mean", "zero", "sum", "first"),
+                   help="how --input-channels fills or folds channels (default: sum to 1, mean to add)")
+    s.add_argument("--report", help="also write the report as JSON here")
+    s.set_defaults(func=cmd_surgery)
+
+    c = subparsers.add_parser("convert", help="convert weights: .caffemodel <-> .npz (layer/index arrays)")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--model", help="with .npz -> .caffemodel: the prototxt whose layer definitions to write")
+    c.set_defaults(func=cmd_convert)
+
+    o = subparsers.add_parser("export_onnx", help="export a deploy net and its weights to ONNX")
+    o.add_argument("--model", required=True)
+    o.add_argument("--weights", help="caffemodel(s), comma-separated")
+    o.add_argument("--out", required=True)
+    o.add_argument("--batch", type=int, help="batch size of the exported graph (default: the prototxt's)")
+    o.set_defaults(func=cmd_export_onnx)
+
+    for name, what in (("upgrade_net_proto_text", "a legacy net prototxt"),
+                       ("upgrade_net_proto_binary", "a legacy binary net (.caffemodel)"),
+                       ("upgrade_solver_proto_text", "a legacy solver prototxt")):
+        u = subparsers.add_parser(name, help=f"upgrade {what} to the current format (Caffe's tool)")
+        u.add_argument("input")
+        u.add_argument("output")
+        u.set_defaults(func=cmd_upgrade)
+
+    e = subparsers.add_parser("extract_features", help="run a net and save chosen blobs (npz or LMDB)")
+    e.add_argument("--model", required=True, help="a net with its own data layer (TEST phase)")
+    e.add_argument("--weights", required=True)
+    e.add_argument("--blobs", required=True, help="comma-separated blob names, e.g. fc7,pool5")
+    e.add_argument("--out", required=True, help="features.npz, or LMDB paths (one per blob, comma-separated)")
+    e.add_argument("--iterations", type=int, default=1, help="mini-batches to run")
+    e.add_argument("--gpu", type=int, help="GPU id")
+    e.set_defaults(func=cmd_extract_features)

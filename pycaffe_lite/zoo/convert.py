@@ -1,0 +1,177 @@
+"""Converters: .caffemodel <-> NumPy .npz, and Caffe's upgrade tools.
+
+The .npz holds one array per parameter blob, keyed `<layer>/<index>`
+(`conv1/0` the weights, `conv1/1` the bias), float32 or float64 as stored.
+It is read with `np.load(..., allow_pickle=False)`: a file from anywhere
+cannot run code.
+
+    caffemodel_to_npz("lenet.caffemodel", "lenet.npz")
+    npz_to_caffemodel("lenet.npz", "lenet.caffemodel", model="lenet.prototxt")
+
+The upgrade functions mirror Caffe's tools of the same names
+(`upgrade_net_proto_text`, `upgrade_net_proto_binary`,
+`upgrade_solver_proto_text`) over `pycaffe_lite.upgrade`.
+"""
+import collections
+import logging
+import os
+import zipfile
+
+import numpy as np
+
+from .. import upgrade
+from ..io_utils import atomic_write, write_bytes_atomic
+from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto, read_text_proto, read_weights
+from ..proto import caffe_pb2
+from .prototxt import to_text
+
+log = logging.getLogger("pycaffe_lite")
+
+
+# ---------------------------------------------------------------------------- weights as arrays
+def weights_to_arrays(weights):
+    """OrderedDict layer name -> [arrays] from a .caffemodel path or a NetParameter."""
+    param = weights if isinstance(weights, caffe_pb2.NetParameter) else read_weights(os.fspath(weights))
+    out = collections.OrderedDict()
+    for layer in param.layer:
+        if not layer.blobs:
+            continue
+        if layer.name in out:
+            raise ValueError(f"{weights}: two layers named '{layer.name}' hold weights")
+        try:
+            out[layer.name] = [blob_proto_to_array(b) for b in layer.blobs]
+        except ValueError as exc:
+            raise ValueError(f"{weights}: layer '{layer.name}': {exc}") from None
+    return out
+
+
+def arrays_to_weights(arrays, model=None, name=None):
+    """A NetParameter holding `arrays` (layer -> [arrays]).
+
+    With `model` (a prototxt path or NetParameter), each layer's definition is
+    copied from it, in its order, as Caffe's `net.save` writes them; layers of
+    `arrays` the model lacks are an error. Without one, layers carry only their
+    name and blobs, which is all Caffe's `copy_from` reads.
+    """
+    out = caffe_pb2.NetParameter()
+    remaining = collections.OrderedDict(arrays)
+    if model is not None:
+        net = model if isinstance(model, caffe_pb2.NetParameter) else read_text_proto(
+            os.fspath(model), caffe_pb2.NetParameter())
+        if upgrade.net_needs_upgrade(net):
+            upgrade.upgrade_net(net)
+        out.name = net.name
+        seen = set()
+        for layer in net.layer:
+            if layer.name in seen:     # TRAIN/TEST twins of data layers: keep the first
+                continue
+            seen.add(layer.name)
+            entry = out.layer.add()
+            entry.CopyFrom(layer)
+            del entry.blobs[:]
+            for array in remaining.pop(layer.name, []):
+                entry.blobs.add().CopyFrom(array_to_blob_proto(np.asarray(array)))
+        if remaining:
+            raise ValueError(f"{model}: no layer named {', '.join(repr(k) for k in remaining)} "
+                             "to hold those weights")
+    else:
+        out.name = name or ""
+        for layer_name, blobs in remaining.items():
+            entry = out.layer.add(name=layer_name)
+            for array in blobs:
+                entry.blobs.add().CopyFrom(array_to_blob_proto(np.asarray(array)))
+    return out
+
+
+# ---------------------------------------------------------------------------- npz
+def save_npz(arrays, path):
+    """Write layer -> [arrays] as an .npz keyed `layer/index`, atomically."""
+    flat = collections.OrderedDict()
+    for layer_name, blobs in arrays.items():
+        for index, array in enumerate(blobs):
+            flat[f"{layer_name}/{index}"] = np.asarray(array)
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, **flat)
+    return path
+
+
+def load_npz(path):
+    """layer -> [arrays] from an .npz keyed `layer/index` (no pickles allowed)."""
+    try:
+        archive = np.load(os.fspath(path), allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a NumPy .npz archive ({exc})") from None
+    grouped = collections.OrderedDict()
+    with archive:
+        for key in archive.files:
+            layer_name, sep, index = key.rpartition("/")
+            if not sep or not index.isdigit():
+                raise ValueError(f"{path}: key '{key}' is not '<layer>/<index>'")
+            array = archive[key]
+            if array.dtype.kind != "f":
+                raise ValueError(f"{path}: '{key}' holds {array.dtype} values; weights are floats")
+            grouped.setdefault(layer_name, {})[int(index)] = array
+    out = collections.OrderedDict()
+    for layer_name, by_index in grouped.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{path}: layer '{layer_name}' has blobs {sorted(by_index)}; "
+                             f"expected 0..{len(by_index) - 1}")
+        out[layer_name] = [by_index[i] for i in range(len(by_index))]
+    return out
+
+
+def caffemodel_to_npz(weights, out_path):
+    arrays = weights_to_arrays(weights)
+    save_npz(arrays, out_path)
+    return arrays
+
+
+def npz_to_caffemodel(npz_path, out_path, model=None):
+    param = arrays_to_weights(load_npz(npz_path), model=model)
+    write_bytes_atomic(out_path, param.SerializeToString())
+    return param
+
+
+def convert(in_path, out_path, model=None):
+    """Convert by extension: .caffemodel -> .npz, .npz -> .caffemodel."""
+    src, dst = os.fspath(in_path).lower(), os.fspath(out_path).lower()
+    if src.endswith(".npz") and not dst.endswith(".npz"):
+        return npz_to_caffemodel(in_path, out_path, model=model)
+    if dst.endswith(".npz") and not src.endswith(".npz"):
+        return caffemodel_to_npz(in_path, out_path)
+    raise ValueError(f"convert {in_path} -> {out_path}: one side must be .npz and the other "
+                     "a .caffemodel (for ONNX use `pycaffe-lite export_onnx`)")
+
+
+# ---------------------------------------------------------------------------- Caffe's upgrade tools
+def upgrade_net_proto_text(in_path, out_path):
+    """Caffe's tools/upgrade_net_proto_text: read, upgrade, write text. Returns whether it changed."""
+    param = read_text_proto(os.fspath(in_path), caffe_pb2.NetParameter())
+    changed = upgrade.upgrade_net(param, os.fspath(in_path)) if upgrade.net_needs_upgrade(param) else False
+    if not changed:
+        log.info("File already in latest proto format: %s", in_path)
+    write_bytes_atomic(out_path, to_text(param).encode("utf-8"))
+    log.info("Wrote upgraded NetParameter text proto to %s", out_path)
+    return changed
+
+
+def upgrade_net_proto_binary(in_path, out_path):
+    """Caffe's tools/upgrade_net_proto_binary (a .caffemodel from V0/V1 to the current format)."""
+    param = read_binary_proto(os.fspath(in_path), caffe_pb2.NetParameter())
+    changed = upgrade.upgrade_net(param, os.fspath(in_path)) if upgrade.net_needs_upgrade(param) else False
+    if not changed:
+        log.info("File already in latest proto format: %s", in_path)
+    write_bytes_atomic(out_path, param.SerializeToString())
+    log.info("Wrote upgraded NetParameter binary proto to %s", out_path)
+    return changed
+
+
+def upgrade_solver_proto_text(in_path, out_path):
+    """Caffe's tools/upgrade_solver_proto_text (`solver_type` enum -> `type` string)."""
+    param = read_text_proto(os.fspath(in_path), caffe_pb2.SolverParameter())
+    changed = upgrade.upgrade_solver(param, os.fspath(in_path))
+    if not changed:
+        log.info("File already in latest proto format: %s", in_path)
+    write_bytes_atomic(out_path, to_text(param).encode("utf-8"))
+    log.info("Wrote upgraded SolverParameter text proto to %s", out_path)
+    return changed
