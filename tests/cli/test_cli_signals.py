@@ -1,0 +1,72 @@
+"""Signals during `pycaffe-lite train` (a real process): SIGHUP snapshots and training goes on;
+SIGINT stops after a complete snapshot, from which training resumes."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "solvers"))
+from toy_layers import quadratic_layer, write_solver  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs POSIX signals")
+
+SOLVER = 'base_lr: 0.01 lr_policy: "fixed" display: 1 max_iter: {max_iter} snapshot_prefix: "snap/toy" solver_mode: CPU\n'
+
+
+def start(workdir, *flags):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "solvers")]))
+    return subprocess.Popen([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt",
+                             "--allow-python", *flags], cwd=workdir, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def wait_for(process, pattern, lines, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if pattern in line:
+            return line
+    process.kill()
+    raise AssertionError(f"never saw {pattern!r}; log:\n" + "".join(lines[-20:]))
+
+
+def test_sighup_snapshots_and_sigint_stops_with_a_resumable_snapshot(tmp_path):
+    (tmp_path / "snap").mkdir()
+    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
+    process, lines = start(tmp_path), []
+    try:
+        wait_for(process, "] Iteration 3 (", lines)
+        process.send_signal(signal.SIGHUP)
+        snap_line = wait_for(process, "Snapshotting solver state to binary proto file", lines)
+        wait_for(process, "] Iteration", lines)   # and training goes on
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(lines) + rest
+    assert process.returncode == 0, log
+    assert "Optimization stopped early." in log and "Traceback" not in log
+    hup_state = snap_line.strip().rsplit(" ", 1)[1]
+    assert os.path.exists(tmp_path / hup_state)
+    states = sorted((tmp_path / "snap").glob("toy_iter_*.solverstate"), key=lambda p: int(p.stem.split("_")[-1]))
+    last = states[-1]
+    stopped_at = int(last.stem.split("_")[-1])
+    assert len(states) == 2 and stopped_at > int(Path(hup_state).stem.split("_")[-1])
+    assert (tmp_path / "snap" / f"toy_iter_{stopped_at}.caffemodel").exists()
+    assert not [p for p in (tmp_path / "snap").iterdir() if p.name.startswith(".")], "temporary files left"
+    # the snapshot is complete: training resumes from it and finishes
+    write_solver(tmp_path, SOLVER.format(max_iter=stopped_at + 2), quadratic_layer())
+    resumed = start(tmp_path, "--snapshot", f"snap/{last.name}")
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert f"Resuming from snap/{last.name}" in err and f"] Iteration {stopped_at + 1} (" in err
+    assert "Optimization Done." in err and (tmp_path / "snap" / f"toy_iter_{stopped_at + 2}.solverstate").exists()
