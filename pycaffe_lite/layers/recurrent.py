@@ -2,7 +2,8 @@
 
 Caffe builds RNN and LSTM as an unrolled sub-net; here the same maths runs as
 one loop over time steps, with the input transform of all steps done as a
-single matrix product.  Blob layout and parameters match Caffe's, so weights
+single matrix product.  recurrent_param.debug_info is accepted and has no
+effect (there is no unrolled net to log).  Blob layout and parameters match Caffe's, so weights
 convert both ways:
 
     bottoms  x (T, N, ...), cont (T, N) [, x_static (N, ...)] [, h_0 (1, N, H) [, c_0 (1, N, H)]]

@@ -65,6 +65,19 @@ def _padded(x, pad_h, pad_w, Hp, Wp, value):
     return out
 
 
+def _few_outputs(kernel, out_size):
+    """True when there are fewer output positions than kernel offsets (e.g. global pooling):
+    then the kernels loop over output positions instead of offsets."""
+    return out_size[0] * out_size[1] < kernel[0] * kernel[1]
+
+
+def _windows(a, kh, kw, sh, sw, Ho, Wo):
+    """Yield (y, x, window) with window = a[:, :, y*sh : y*sh+kh, x*sw : x*sw+kw] (a view)."""
+    for y in range(Ho):
+        for x in range(Wo):
+            yield y, x, a[:, :, y * sh:y * sh + kh, x * sw:x * sw + kw]
+
+
 def _views(a, kh, kw, sh, sw, Ho, Wo):
     """Yield (k, view) for each kernel offset k = i*kw + j: view[n, c, y, x] = a[n, c, y*sh+i, x*sw+j]."""
     for i in range(kh):
@@ -89,10 +102,19 @@ def max_pool_forward(x, kernel, stride, pad, out_size):
     xpad = _padded(x, ph, pw, Hp, Wp, -np.inf)
     top = xp.full((N, C, Ho, Wo), -FLT_MAX, dtype=x.dtype)
     argk = xp.full((N, C, Ho, Wo), -1, dtype=np.int32)
+    if _few_outputs(kernel, out_size):
+        for y, x_, window in _windows(xpad, kh, kw, sh, sw, Ho, Wo):
+            flat = window.reshape(N, C, kh * kw)
+            best = flat.argmax(axis=2)
+            value = xp.take_along_axis(flat, best[..., None], axis=2)[..., 0]
+            found = value > -FLT_MAX
+            top[:, :, y, x_] = xp.where(found, value, -FLT_MAX)
+            argk[:, :, y, x_] = xp.where(found, best, -1)
+        return top, argk
     for k, view in _views(xpad, kh, kw, sh, sw, Ho, Wo):
-        better = view > top
-        xp.copyto(top, view, where=better)
-        xp.copyto(argk, np.int32(k), where=better)
+        better = view > top                  # strict: the first maximum in row-major order wins
+        top = xp.where(better, view, top)
+        argk = xp.where(better, np.int32(k), argk)
     return top, argk
 
 
@@ -115,8 +137,14 @@ def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size):
     N, C, Ho, Wo = top_diff.shape
     Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
     grad = xp.zeros((N, C, Hp, Wp), dtype=top_diff.dtype)
-    for k, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
-        view += top_diff * (argk == k)
+    if _few_outputs(kernel, (Ho, Wo)):
+        offsets = xp.arange(kh * kw, dtype=np.int32)
+        for y, x, window in _windows(grad, kh, kw, sh, sw, Ho, Wo):
+            hit = (argk[:, :, y, x, None] == offsets).reshape(N, C, kh, kw)
+            window += hit * top_diff[:, :, y, x, None, None]
+    else:
+        for k, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
+            view += top_diff * (argk == k)
     return grad[:, :, ph:ph + H, pw:pw + W]
 
 
@@ -144,8 +172,12 @@ def ave_pool_forward(x, kernel, stride, pad, out_size):
     Hp, Wp = _window_extent(H, kh, sh, ph, Ho), _window_extent(W, kw, sw, pw, Wo)
     xpad = _padded(x, ph, pw, Hp, Wp, 0)
     total = xp.zeros((N, C, Ho, Wo), dtype=x.dtype)
-    for _, view in _views(xpad, kh, kw, sh, sw, Ho, Wo):
-        total += view
+    if _few_outputs(kernel, out_size):
+        for y, x_, window in _windows(xpad, kh, kw, sh, sw, Ho, Wo):
+            total[:, :, y, x_] = window.sum(axis=(2, 3))
+    else:
+        for _, view in _views(xpad, kh, kw, sh, sw, Ho, Wo):
+            total += view
     with np.errstate(divide="ignore", invalid="ignore"):
         return total / ave_pool_divisor(kernel, stride, pad, (H, W), (Ho, Wo), xp, x.dtype)
 
@@ -159,8 +191,12 @@ def ave_pool_backward(top_diff, kernel, stride, pad, in_size):
     with np.errstate(divide="ignore", invalid="ignore"):
         share = top_diff / ave_pool_divisor(kernel, stride, pad, (H, W), (Ho, Wo), xp, top_diff.dtype)
     grad = xp.zeros((N, C, Hp, Wp), dtype=top_diff.dtype)
-    for _, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
-        view += share
+    if _few_outputs(kernel, (Ho, Wo)):
+        for y, x, window in _windows(grad, kh, kw, sh, sw, Ho, Wo):
+            window += share[:, :, y, x, None, None]
+    else:
+        for _, view in _views(grad, kh, kw, sh, sw, Ho, Wo):
+            view += share
     return grad[:, :, ph:ph + H, pw:pw + W]
 
 
@@ -196,7 +232,7 @@ def sto_pool_forward_train(x, kernel, stride, out_size, uniform=None):
         uniform = _random_uniform(xp, windows.shape[1:], x.dtype)
     threshold = uniform * running[-1]
     reached = running >= threshold[None]
-    argk = xp.argmax(reached, axis=0).astype(np.int32)
+    argk = xp.argmax(reached.astype(np.int8), axis=0).astype(np.int32)
     argk = xp.where(reached.any(axis=0), argk, np.int32(windows.shape[0] - 1))
     top = xp.take_along_axis(windows, argk[None].astype(np.int64), axis=0)[0]
     return top, argk

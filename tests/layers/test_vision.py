@@ -96,6 +96,7 @@ def test_round_mode_floor():
     dict(kernel_size=3, stride=1),
     dict(kernel_size=3, stride=2),
     dict(kernel_h=3, kernel_w=2, stride_h=2, stride_w=1, pad_h=1, pad_w=0),
+    dict(kernel_size=4, stride=3, pad=1),      # fewer outputs than kernel offsets: the other loop order
 ])
 def test_pooling_forward_matches_loops(method, fields):
     x = rng.standard_normal((2, 3, 7, 8))
@@ -129,6 +130,8 @@ def test_max_pooling_takes_the_first_of_equal_maxima():
     pool_text(pool="AVE", kernel_h=3, kernel_w=2, stride_h=2, stride_w=1, pad_h=1, pad_w=1),
     pool_text(pool="AVE", global_pooling="true"),
     pool_text(pool="MAX", global_pooling="true"),
+    pool_text(pool="MAX", kernel_size=4, stride=3, pad=1),
+    pool_text(pool="AVE", kernel_size=4, stride=3, pad=1),
 ])
 def test_pooling_gradient(text):
     check_gradient(text, [rng.standard_normal((2, 2, 5, 6))])
