@@ -1,0 +1,415 @@
+"""Data augmentation beyond Caffe's crop and mirror: small OpenCV transforms.
+
+Every transform is a plain function of an image and a NumPy random
+Generator, so it is reproducible under a seed and testable alone:
+
+    rng = np.random.default_rng(0)
+    out = rotate(image, rng, max_degrees=10)
+
+Geometric transforms take HWC (or HW) images, uint8 or float32, in OpenCV's
+channel order; photometric ones (`color_jitter`, `lighting`) take CHW float
+arrays in pixel units (0..255) and work in place, because they run inside the
+Caffe transform after the crop (see transformer.py for the order).
+
+`Augmenter` builds the TRAIN/TEST pipeline from an AugmentationParameter
+(prototxt `transform_param { augmentation { ... } }`) or a YAML file with the
+same fields (`transform_param { augmentation_file: "aug.yaml" }`):
+
+    scale_jitter: {min_size: 256, max_size: 480}
+    rotation: 10          # degrees
+    translation: 0.1      # fraction of width / height
+    color_jitter: {brightness: 0.4, contrast: 0.4, saturation: 0.4}
+    lighting: {alphastd: 0.1, pca_file: pca.yaml}
+"""
+import math
+import os
+
+import numpy as np
+
+from ..proto import caffe_pb2
+
+_BGR_GRAY = np.array([0.114, 0.587, 0.299], np.float32)  # ITU-R 601 luma, OpenCV's BGR order
+
+
+def _cv2():
+    import cv2
+    return cv2
+
+
+def _size(image):
+    return image.shape[0], image.shape[1]
+
+
+def _border(border):
+    cv2 = _cv2()
+    if border in ("reflect", "reflect101", ""):
+        return cv2.BORDER_REFLECT_101
+    if border == "constant":
+        return cv2.BORDER_CONSTANT
+    if border == "replicate":
+        return cv2.BORDER_REPLICATE
+    raise ValueError(f"augmentation border must be 'reflect', 'constant' or 'replicate', got '{border}'")
+
+
+def _keep_channels(result, image):
+    # OpenCV drops the trailing axis of a one-channel HWC image; keep the caller's layout.
+    if image.ndim == 3 and result.ndim == 2:
+        return result[:, :, np.newaxis]
+    return result
+
+
+# --------------------------------------------------------------------------
+# Resizing and cropping
+# --------------------------------------------------------------------------
+def resize(image, height, width, interpolation=None):
+    cv2 = _cv2()
+    if (height, width) == _size(image):
+        return image
+    interpolation = cv2.INTER_LINEAR if interpolation is None else interpolation
+    return _keep_channels(cv2.resize(image, (int(width), int(height)), interpolation=interpolation), image)
+
+
+def resize_shorter_side(image, size):
+    """Resize so the shorter side is `size`, keeping the aspect ratio (rounded)."""
+    h, w = _size(image)
+    if h <= w:
+        new_h, new_w = size, max(1, int(round(w * size / h)))
+    else:
+        new_h, new_w = max(1, int(round(h * size / w))), size
+    return resize(image, new_h, new_w)
+
+
+def scale_jitter(image, rng, min_size, max_size):
+    """ResNet's scale augmentation: shorter side resized to L ~ U{min_size..max_size}."""
+    if not 0 < min_size <= max_size:
+        raise ValueError(f"scale_jitter needs 0 < min_size <= max_size, got {min_size}, {max_size}")
+    return resize_shorter_side(image, int(rng.integers(min_size, max_size + 1)))
+
+
+def random_resized_crop(image, rng, size, min_area=0.08, max_area=1.0, min_aspect=3 / 4, max_aspect=4 / 3,
+                        attempts=10):
+    """Inception's crop: a random area fraction and aspect ratio, resized to size x size."""
+    h, w = _size(image)
+    area = h * w
+    log_lo, log_hi = math.log(min_aspect), math.log(max_aspect)
+    for _ in range(attempts):
+        target = area * rng.uniform(min_area, max_area)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            y = int(rng.integers(0, h - ch + 1))
+            x = int(rng.integers(0, w - cw + 1))
+            return resize(image[y:y + ch, x:x + cw], size, size)
+    # Fallback: the central crop with the aspect ratio clamped to the allowed range.
+    ratio = w / h
+    if ratio < min_aspect:
+        cw, ch = w, int(round(w / min_aspect))
+    elif ratio > max_aspect:
+        ch, cw = h, int(round(h * max_aspect))
+    else:
+        cw, ch = w, h
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return resize(image[y:y + ch, x:x + cw], size, size)
+
+
+def hflip(image, rng, p=0.5):
+    """Horizontal flip with probability p."""
+    return image[:, ::-1] if rng.random() < p else image
+
+
+# --------------------------------------------------------------------------
+# Affine warps: each returns a 3x3 matrix about the image centre; the
+# Augmenter multiplies the drawn ones and warps once.
+# --------------------------------------------------------------------------
+def _about_centre(matrix, h, w):
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    to_origin = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], np.float64)
+    back = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1]], np.float64)
+    return back @ matrix @ to_origin
+
+
+def rotation_matrix(rng, h, w, max_degrees):
+    angle = math.radians(rng.uniform(-max_degrees, max_degrees))
+    c, s = math.cos(angle), math.sin(angle)
+    return _about_centre(np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float64), h, w)
+
+
+def translation_matrix(rng, h, w, max_fraction):
+    dx = rng.uniform(-max_fraction, max_fraction) * w
+    dy = rng.uniform(-max_fraction, max_fraction) * h
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)
+
+
+def shear_matrix(rng, h, w, max_degrees):
+    k = math.tan(math.radians(rng.uniform(-max_degrees, max_degrees)))
+    return _about_centre(np.array([[1, k, 0], [0, 1, 0], [0, 0, 1]], np.float64), h, w)
+
+
+def stretch_matrix(rng, h, w, amount):
+    sx = rng.uniform(1 - amount, 1 + amount)
+    sy = rng.uniform(1 - amount, 1 + amount)
+    return _about_centre(np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], np.float64), h, w)
+
+
+def warp_affine(image, matrix, border="reflect"):
+    """Apply a 3x3 (or 2x3) forward matrix with bilinear interpolation, same size."""
+    cv2 = _cv2()
+    h, w = _size(image)
+    out = cv2.warpAffine(image, np.asarray(matrix, np.float64)[:2], (w, h), flags=cv2.INTER_LINEAR,
+                         borderMode=_border(border), borderValue=0)
+    return _keep_channels(out, image)
+
+
+def rotate(image, rng, max_degrees, border="reflect"):
+    return warp_affine(image, rotation_matrix(rng, *_size(image), max_degrees), border)
+
+
+def translate(image, rng, max_fraction, border="reflect"):
+    return warp_affine(image, translation_matrix(rng, *_size(image), max_fraction), border)
+
+
+def shear(image, rng, max_degrees, border="reflect"):
+    return warp_affine(image, shear_matrix(rng, *_size(image), max_degrees), border)
+
+
+def stretch(image, rng, amount, border="reflect"):
+    return warp_affine(image, stretch_matrix(rng, *_size(image), amount), border)
+
+
+_GRIDS = {}
+
+
+def _unit_grid(h, w):
+    """Pixel coordinates relative to the centre, in units of the half diagonal (cached per size)."""
+    grid = _GRIDS.get((h, w))
+    if grid is None:
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        norm = math.hypot(cx, cy) or 1.0
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        xs, ys = (xs - cx) / norm, (ys - cy) / norm
+        grid = (xs, ys, xs * xs + ys * ys, cx, cy, norm)
+        if len(_GRIDS) > 16:
+            _GRIDS.clear()
+        _GRIDS[(h, w)] = grid
+    return grid
+
+
+def lens_distort(image, rng, max_k, border="reflect"):
+    """Radial distortion: output pixel at radius r samples the input at r * (1 + k r^2)."""
+    cv2 = _cv2()
+    h, w = _size(image)
+    k = rng.uniform(-max_k, max_k)
+    xs, ys, r2, cx, cy, norm = _unit_grid(h, w)
+    factor = 1.0 + np.float32(k) * r2
+    map_x = xs * factor * norm + cx
+    map_y = ys * factor * norm + cy
+    out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=_border(border), borderValue=0)
+    return _keep_channels(out, image)
+
+
+# --------------------------------------------------------------------------
+# Photometric: CHW float32 in pixel units, in place
+# --------------------------------------------------------------------------
+def _gray(chw):
+    if chw.shape[0] == 3:
+        return np.tensordot(_BGR_GRAY, chw, axes=1)
+    return chw.mean(axis=0)
+
+
+def color_jitter(chw, rng, brightness=0.0, contrast=0.0, saturation=0.0):
+    """fb.resnet.torch's ColorJitter: the three blends in a random order, then clip to [0, 255]."""
+    ops = []
+    if brightness:
+        ops.append("brightness")
+    if contrast:
+        ops.append("contrast")
+    if saturation and chw.shape[0] == 3:
+        ops.append("saturation")
+    for i in rng.permutation(len(ops)):
+        op = ops[i]
+        if op == "brightness":
+            alpha = np.float32(1.0 + rng.uniform(-brightness, brightness))
+            chw *= alpha
+        elif op == "contrast":
+            alpha = np.float32(1.0 + rng.uniform(-contrast, contrast))
+            mean = np.float32(_gray(chw).mean())
+            chw *= alpha
+            chw += (1 - alpha) * mean
+        else:
+            alpha = np.float32(1.0 + rng.uniform(-saturation, saturation))
+            gray = _gray(chw)
+            chw *= alpha
+            chw += (1 - alpha) * gray
+    np.clip(chw, 0, 255, out=chw)
+    return chw
+
+
+def lighting(chw, rng, eigval, eigvec, alphastd=0.1):
+    """AlexNet's PCA noise: add eigvec @ (alpha * eigval), alpha ~ N(0, alphastd), to every pixel."""
+    eigval = np.asarray(eigval, np.float64)
+    eigvec = np.asarray(eigvec, np.float64).reshape(len(eigval), len(eigval))
+    if chw.shape[0] != len(eigval):
+        raise ValueError(f"lighting has {len(eigval)} eigenvalues for an image of {chw.shape[0]} channels")
+    alpha = rng.normal(0.0, alphastd, size=len(eigval))
+    shift = eigvec @ (alpha * eigval)
+    chw += shift.astype(chw.dtype)[:, None, None]
+    return chw
+
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+def load_yaml(path):
+    import yaml
+    path = os.fspath(path)
+    try:
+        with open(path) as handle:
+            content = yaml.safe_load(handle)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read augmentation file '{path}': {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"augmentation file '{path}' is not valid YAML: {exc}") from None
+    return content or {}
+
+
+def augmentation_from_dict(config, where="augmentation"):
+    """An AugmentationParameter from a dict with its field names (unknown keys are errors)."""
+    from google.protobuf import json_format
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: expected a mapping of AugmentationParameter fields, got {type(config).__name__}")
+    param = caffe_pb2.AugmentationParameter()
+    try:
+        json_format.ParseDict(config, param)
+    except json_format.ParseError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return param
+
+
+def load_pca_file(path):
+    """eigval (C,) and eigvec (C, C) from a YAML file written by compute_pca_lighting."""
+    content = load_yaml(path)
+    data = content.get("lighting", content)
+    try:
+        eigval = np.asarray(data["eigval"], np.float64)
+        eigvec = np.asarray(data["eigvec"], np.float64).reshape(len(eigval), len(eigval))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"PCA file '{path}' needs 'eigval' (C values) and 'eigvec' (C x C): {exc}") from None
+    return eigval, eigvec
+
+
+class Augmenter:
+    """The configured augmentation pipeline for one phase.
+
+    geometric(image_hwc, rng) runs before Caffe's crop; photometric(chw, rng)
+    after it, on the float crop in pixel units.  `flip` says whether the
+    augmentation asks for random mirroring (Caffe's own `mirror` is separate).
+    """
+
+    def __init__(self, param, phase, crop_size=0, where="transform_param"):
+        self.param = param
+        self.train = phase == caffe_pb2.TRAIN
+        self.crop_size = int(crop_size)
+        self.flip = bool(param.mirror)
+        p = param
+        if p.HasField("scale_jitter") and p.HasField("random_resized_crop"):
+            raise ValueError(f"{where}: use either scale_jitter or random_resized_crop, not both")
+        if (p.HasField("scale_jitter") or p.HasField("random_resized_crop")) and not self.crop_size:
+            raise ValueError(f"{where}: scale_jitter and random_resized_crop need crop_size "
+                             "(the batch needs one image size)")
+        if p.HasField("scale_jitter"):
+            sj = p.scale_jitter
+            if not 0 < sj.min_size <= sj.max_size:
+                raise ValueError(f"{where}: scale_jitter needs 0 < min_size <= max_size, got "
+                                 f"{sj.min_size}, {sj.max_size}")
+            if sj.min_size < self.crop_size or (sj.test_size and sj.test_size < self.crop_size):
+                raise ValueError(f"{where}: scale_jitter sizes must be at least crop_size {self.crop_size}")
+        if p.HasField("random_resized_crop"):
+            r = p.random_resized_crop
+            if not (0 < r.min_area <= r.max_area <= 1 and 0 < r.min_aspect <= r.max_aspect):
+                raise ValueError(f"{where}: random_resized_crop needs 0 < min_area <= max_area <= 1 and "
+                                 f"0 < min_aspect <= max_aspect")
+        for name in ("rotation", "translation", "shear", "stretch", "lens_distortion"):
+            if getattr(p, name) < 0:
+                raise ValueError(f"{where}: augmentation {name} must be >= 0, got {getattr(p, name)}")
+        if p.stretch >= 1:
+            raise ValueError(f"{where}: augmentation stretch must be below 1, got {p.stretch}")
+        _border(p.border)
+        self.eigval = self.eigvec = None
+        if p.HasField("lighting"):
+            lt = p.lighting
+            if lt.pca_file:
+                self.eigval, self.eigvec = load_pca_file(lt.pca_file)
+            elif len(lt.eigval):
+                n = len(lt.eigval)
+                if len(lt.eigvec) != n * n:
+                    raise ValueError(f"{where}: lighting has {n} eigval and {len(lt.eigvec)} eigvec "
+                                     f"values ({n * n} expected)")
+                self.eigval = np.asarray(lt.eigval, np.float64)
+                self.eigvec = np.asarray(lt.eigvec, np.float64).reshape(n, n)
+            else:
+                raise ValueError(f"{where}: lighting needs eigval/eigvec or a pca_file "
+                                 "(pycaffe-lite compute_pca_lighting writes one)")
+        self.has_affine = any(getattr(p, n) for n in ("rotation", "translation", "shear", "stretch"))
+        self.has_photometric = self.train and (p.HasField("color_jitter") or p.HasField("lighting"))
+        self.needs_rng = self.train and (
+            self.flip or self.has_affine or p.lens_distortion > 0 or self.has_photometric
+            or p.HasField("scale_jitter") or p.HasField("random_resized_crop"))
+
+    def geometric(self, image, rng):
+        p = self.param
+        if p.HasField("scale_jitter"):
+            sj = p.scale_jitter
+            if self.train:
+                image = scale_jitter(image, rng, sj.min_size, sj.max_size)
+            else:
+                image = resize_shorter_side(image, sj.test_size or sj.min_size)
+        elif p.HasField("random_resized_crop"):
+            r = p.random_resized_crop
+            if self.train:
+                image = random_resized_crop(image, rng, self.crop_size, r.min_area, r.max_area,
+                                            r.min_aspect, r.max_aspect)
+            else:
+                image = resize_shorter_side(image, r.test_size or int(round(self.crop_size / 0.875)))
+        if not self.train:
+            return image
+        if self.has_affine:
+            h, w = _size(image)
+            matrix = np.eye(3)
+            if p.stretch:
+                matrix = stretch_matrix(rng, h, w, p.stretch) @ matrix
+            if p.shear:
+                matrix = shear_matrix(rng, h, w, p.shear) @ matrix
+            if p.rotation:
+                matrix = rotation_matrix(rng, h, w, p.rotation) @ matrix
+            if p.translation:
+                matrix = translation_matrix(rng, h, w, p.translation) @ matrix
+            image = warp_affine(image, matrix, p.border)
+        if p.lens_distortion:
+            image = lens_distort(image, rng, p.lens_distortion, p.border)
+        return image
+
+    def photometric(self, chw, rng):
+        if not self.has_photometric:
+            return chw
+        p = self.param
+        if p.HasField("color_jitter"):
+            cj = p.color_jitter
+            color_jitter(chw, rng, cj.brightness, cj.contrast, cj.saturation)
+        if self.eigval is not None:
+            lighting(chw, rng, self.eigval, self.eigvec, p.lighting.alphastd)
+        return chw
+
+
+def augmentation_param(transform_param, where="transform_param"):
+    """The AugmentationParameter of a TransformationParameter, with its YAML file merged in; None if unused."""
+    has_inline = transform_param.HasField("augmentation")
+    if not has_inline and not transform_param.augmentation_file:
+        return None
+    param = caffe_pb2.AugmentationParameter()
+    if has_inline:
+        param.CopyFrom(transform_param.augmentation)
+    if transform_param.augmentation_file:
+        path = transform_param.augmentation_file
+        param.MergeFrom(augmentation_from_dict(load_yaml(path), f"augmentation file '{path}'"))
+    return param

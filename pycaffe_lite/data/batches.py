@@ -1,0 +1,254 @@
+"""Batch loaders: read records, decode, transform, and stack them into a batch.
+
+A loader is what the prefetch thread runs: `loader.next_batch()` returns
+(data, label) with data of shape (batch_size, C, H, W) in the net's dtype
+and label (batch_size,) or None.  The shape of each batch follows its first
+record (Caffe's load_batch), so a database of one image size gives one shape.
+
+Record sources yield (key, payload):
+  `LMDBRecords`  keys and serialized Datums of an LMDB, wrapping at the end
+  `ImageList`    "path label" lines of a list file (ImageData), reshuffled per epoch
+
+Randomness is per item: item n of the stream draws from
+`np.random.default_rng([seed, n])`, so a seed fixes every batch whatever the
+number of worker threads.
+"""
+import concurrent.futures
+import logging
+import os
+
+import numpy as np
+
+from .datum import DataError, _key_text, datum_to_array, parse_datum, read_image
+from .lmdb_io import LMDBReader
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------
+# Record sources
+# --------------------------------------------------------------------------
+class LMDBRecords:
+    """(key, value) records of an LMDB, decoded to (image, layout, label) by a transformer."""
+
+    def __init__(self, path, transformer, rank=0, num_ranks=1):
+        self.source = os.fspath(path)
+        self.transformer = transformer
+        self.reader = LMDBReader(self.source, rank=rank, num_ranks=num_ranks)
+
+    def peek(self):
+        return self.reader.peek()
+
+    def next(self):
+        return self.reader.next()
+
+    def decode(self, key, value):
+        datum = parse_datum(value, self.source, key)
+        image, layout = self.transformer.decode(datum, self.source, key)
+        return image, layout, datum.label
+
+    def raw_stack(self, records):
+        """(N, C, H, W) uint8/float32 stack of raw same-shape Datums, or None when not possible."""
+        first = parse_datum(records[0][1], self.source, records[0][0])
+        if first.encoded:
+            return None
+        arrays, labels = [], []
+        for i, (key, value) in enumerate(records):
+            datum = first if i == 0 else parse_datum(value, self.source, key)
+            if datum.encoded:
+                return None
+            arrays.append(datum_to_array(datum, self.source, key))
+            labels.append(datum.label)
+        shapes = {a.shape for a in arrays}
+        dtypes = {a.dtype for a in arrays}
+        if len(shapes) != 1 or len(dtypes) != 1:
+            return None
+        return np.stack(arrays), labels
+
+    def close(self):
+        self.reader.close()
+
+
+def read_list_file(path):
+    """(path, label) pairs of a Caffe list file: the label follows the last space."""
+    path = os.fspath(path)
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read list file '{path}': {exc.strerror}", path) from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        name, sep, label = line.rstrip("\r").rpartition(" ")
+        if not sep:
+            raise DataError(f"{path}:{number}: expected 'path label', got '{line}'", path, str(number))
+        try:
+            items.append((name, int(label)))
+        except ValueError:
+            raise DataError(f"{path}:{number}: label '{label}' is not an integer", path, str(number)) from None
+    return items
+
+
+class ImageList:
+    """Records of an ImageData list file: images read from disk with OpenCV."""
+
+    def __init__(self, path, transformer, root_folder="", new_height=0, new_width=0, is_color=True,
+                 shuffle=False, seed=0, rand_skip=0):
+        self.source = os.fspath(path)
+        self.transformer = transformer
+        self.root_folder = root_folder
+        self.new_height, self.new_width = int(new_height), int(new_width)
+        if (self.new_height > 0) != (self.new_width > 0):
+            raise ValueError("image_data_param: new_height and new_width must be set together")
+        self.is_color = is_color
+        self.shuffle = shuffle
+        self.seed = seed
+        self.items = read_list_file(self.source)
+        if not self.items:
+            raise DataError(f"list file '{self.source}' is empty", self.source)
+        self.epoch = 0
+        self.order = self._order()
+        self.pos = 0
+        if rand_skip:
+            self.pos = int(np.random.default_rng([seed, 0x5C1B]).integers(rand_skip)) % len(self.items)
+
+    def _order(self):
+        if not self.shuffle:
+            return np.arange(len(self.items))
+        return np.random.default_rng([self.seed, 0x5EED, self.epoch]).permutation(len(self.items))
+
+    def peek(self):
+        name, label = self.items[self.order[self.pos]]
+        return name, (name, label)
+
+    def next(self):
+        record = self.peek()
+        self.pos += 1
+        if self.pos >= len(self.items):
+            log.debug("Restarting data prefetching from start.")
+            self.pos = 0
+            self.epoch += 1
+            self.order = self._order()
+        return record
+
+    def decode(self, key, payload):
+        name, label = payload
+        path = self.root_folder + name  # Caffe concatenates root_folder and the name as they are
+        image = read_image(path, self.new_height, self.new_width, self.is_color)
+        if image is None:
+            raise DataError(f"Could not load '{path}' (listed in '{self.source}')", self.source, name)
+        return image, "hwc", label
+
+    def raw_stack(self, records):
+        return None
+
+    def close(self):
+        pass
+
+
+# --------------------------------------------------------------------------
+# The loader
+# --------------------------------------------------------------------------
+class BatchLoader:
+    """Builds batches from a record source with a transformer (runs on the prefetch thread)."""
+
+    def __init__(self, records, transformer, batch_size, dtype=np.float32, output_labels=True, seed=0,
+                 num_threads=1, alloc=None, name="data"):
+        if batch_size <= 0:
+            raise ValueError(f"{name}: batch_size must be positive, got {batch_size}")
+        self.records = records
+        self.transformer = transformer
+        self.batch_size = int(batch_size)
+        self.dtype = np.dtype(dtype)
+        self.output_labels = output_labels
+        self.seed = int(seed)
+        self.alloc = alloc or np.empty
+        self.name = name
+        self.count = 0          # items produced so far (the per-item seed)
+        threads = int(num_threads)
+        if threads == 0:
+            threads = min(4, os.cpu_count() or 1)
+        self.threads = max(1, threads)
+        self._pool = None
+        key, payload = records.peek()
+        image, layout, _ = self._decode(key, payload)
+        self.item_shape = tuple(transformer.infer_shape(image, layout))
+
+    @property
+    def source(self):
+        return self.records.source
+
+    def _wrap(self, exc, key):
+        if isinstance(exc, DataError):
+            return exc
+        return DataError(f"{self.name}: record '{_key_text(key)}' of '{self.source}': {exc}", self.source, key)
+
+    def _decode(self, key, payload):
+        try:
+            return self.records.decode(key, payload)
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def _item_rng(self, index):
+        if not self.transformer.needs_rng:
+            return None
+        return np.random.default_rng([self.seed, index])
+
+    def _fill(self, out, i, key, payload, index, decoded=None):
+        try:
+            image, layout, label = decoded if decoded is not None else self.records.decode(key, payload)
+            if out is not None:
+                self.transformer.transform(image, layout, out[i], self._item_rng(index))
+            return label
+        except Exception as exc:
+            raise self._wrap(exc, key) from exc
+
+    def next_batch(self):
+        records = [self.records.next() for _ in range(self.batch_size)]
+        first = self.count
+        self.count += self.batch_size
+        label = self.alloc((self.batch_size,), self.dtype) if self.output_labels else None
+
+        # Fast path: raw same-size Datums, deterministic transform -> one vectorized pass.
+        if self.transformer.is_plain and not self.transformer.needs_rng:
+            stacked = None
+            try:
+                stacked = self.records.raw_stack(records)
+            except Exception:
+                stacked = None      # fall back to per item: it names the failing record
+            if stacked is not None:
+                stack, labels = stacked
+                data = self.alloc((self.batch_size,) + tuple(self.transformer.infer_shape(stack[0], "chw")),
+                                  self.dtype)
+                try:
+                    self.transformer.transform_stack(stack, data)
+                except Exception as exc:
+                    raise self._wrap(exc, records[0][0]) from exc
+                if label is not None:
+                    label[...] = labels
+                return data, label
+
+        # Per item: the first record fixes the batch shape.
+        key0, payload0 = records[0]
+        decoded0 = self._decode(key0, payload0)
+        shape = tuple(self.transformer.infer_shape(decoded0[0], decoded0[1]))
+        data = self.alloc((self.batch_size,) + shape, self.dtype)
+        jobs = [(i, key, payload, first + i, decoded0 if i == 0 else None)
+                for i, (key, payload) in enumerate(records)]
+        if self.threads > 1:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix=f"decode:{self.name}")
+            labels = list(self._pool.map(lambda job: self._fill(data, *job), jobs))
+        else:
+            labels = [self._fill(data, *job) for job in jobs]
+        if label is not None:
+            label[...] = labels
+        return data, label
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.records.close()
