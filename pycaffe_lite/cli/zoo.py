@@ -68,7 +68,8 @@ def cmd_zoo_list(args):
             weights = "manual"     # a link to a page, no digest to check a download against
         else:
             weights = "none"
-        rows.append((m.name, params, weights, (m.license or "-").split(" (")[0]))
+        licence = (m.license or "-").split(" (")[0] if not m.error else "(readme has no front matter)"
+        rows.append((m.name, params, weights, licence))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)))
@@ -209,6 +210,13 @@ def collections_merge(dicts):
 # ---------------------------------------------------------------------------- converters
 def cmd_convert(args):
     from ..zoo.convert import convert
+    if args.output.lower().endswith(".onnx"):
+        if not args.model:
+            raise ValueError("converting to ONNX needs the deploy net: --model deploy.prototxt")
+        from ..zoo.onnx_export import save_onnx
+        save_onnx(_net(args.model, args.input), args.output)
+        print(f"wrote {args.output}")
+        return 0
     convert(args.input, args.output, model=args.model)
     print(f"wrote {args.output}")
     return 0
@@ -299,10 +307,12 @@ def register(subparsers):
     s.add_argument("--report", help="also write the report as JSON here")
     s.set_defaults(func=cmd_surgery)
 
-    c = subparsers.add_parser("convert", help="convert weights: .caffemodel <-> .npz (layer/index arrays)")
+    c = subparsers.add_parser("convert", help="convert weights: .caffemodel <-> .npz (layer/index arrays), "
+                              "or .caffemodel -> .onnx with --model")
     c.add_argument("input")
     c.add_argument("output")
-    c.add_argument("--model", help="with .npz -> .caffemodel: the prototxt whose layer definitions to write")
+    c.add_argument("--model", help="with .npz -> .caffemodel: the prototxt whose layer definitions to write; "
+                   "with .onnx: the deploy net")
     c.set_defaults(func=cmd_convert)
 
     o = subparsers.add_parser("export_onnx", help="export a deploy net and its weights to ONNX")

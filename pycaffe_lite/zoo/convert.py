@@ -140,7 +140,7 @@ def convert(in_path, out_path, model=None):
     if dst.endswith(".npz") and not src.endswith(".npz"):
         return caffemodel_to_npz(in_path, out_path)
     raise ValueError(f"convert {in_path} -> {out_path}: one side must be .npz and the other "
-                     "a .caffemodel (for ONNX use `pycaffe-lite export_onnx`)")
+                     "a .caffemodel (or OUT.onnx with --model)")
 
 
 # ---------------------------------------------------------------------------- Caffe's upgrade tools

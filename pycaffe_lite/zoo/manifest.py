@@ -73,6 +73,7 @@ class ZooModel:
     folder: Path
     meta: dict = field(default_factory=dict)
     body: str = ""
+    error: str = None          # why the readme could not be read (list_models keeps going)
 
     @property
     def title(self):
@@ -137,7 +138,10 @@ def list_models(root=None):
     models = []
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and ((entry / "readme.md").exists() or (entry / "README.md").exists()):
-            models.append(load_model(entry))
+            try:
+                models.append(load_model(entry))
+            except ValueError as exc:   # one bad readme should not hide the rest of the zoo
+                models.append(ZooModel(entry.name, entry, error=str(exc)))
     return models
 
 

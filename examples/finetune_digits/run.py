@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Transfer learning on the embedded digits: LeNet trained on digits 0-4,
+fine-tuned to digits 5-9 from a small subset, against the same net trained
+from scratch on that subset for the same number of iterations.
+
+    python data/digits/build.py                  # once: the digits LMDBs
+    python examples/finetune_digits/run.py       # about a minute on two cores
+    python examples/finetune_digits/run.py --per-class 5 --seeds 1,2,3,4,5
+
+Steps, each a `pycaffe-lite` command you could type yourself:
+1. split data/digits into work/source_{train,test}_lmdb (digits 0-4) and
+   work/target_{train,test}_lmdb (digits 5-9 stored as labels 0-4; the
+   training set only `--per-class` images of each digit);
+2. `train --solver source_solver.prototxt` (LeNet, 5 outputs);
+3. `surgery` shows what the 0-4 weights give the 5-9 net: conv1, conv2 and
+   ip1 copied, the classifier `ip2_5to9` re-initialised (renamed from ip2);
+4. for each seed, with target_solver.prototxt: from scratch; fine-tuned
+   (`train --weights` the 0-4 net); fine-tuned with the copied layers frozen
+   (`surgery --freeze-below ip2_5to9`);
+5. print a table of test accuracies and write work/results.json.
+
+Run from the repository root or anywhere: paths are resolved from the repo.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+WORK = HERE / "work"
+sys.path.insert(0, str(REPO))
+
+SOURCE_TEST, TARGET_TEST = 150, 140      # test images kept (batch 50 x 3 and 70 x 2 in the prototxts)
+
+
+def cli(*args, log_name=None):
+    """Run `pycaffe-lite ARGS` from the repository root; return its combined output."""
+    command = [sys.executable, "-m", "pycaffe_lite.cli", *map(str, args)]
+    result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if log_name:
+        (WORK / log_name).write_text(result.stdout)
+    if result.returncode:
+        sys.stdout.write(result.stdout[-3000:])
+        raise SystemExit(f"failed: pycaffe-lite {' '.join(map(str, args))}")
+    return result.stdout
+
+
+def split(per_class):
+    """Digits 0-4 and 5-9 LMDBs from data/digits (labels 5-9 become 0-4)."""
+    from pycaffe_lite.data.lmdb_io import LMDBWriter, iter_lmdb
+    from pycaffe_lite.proto import caffe_pb2
+    train_db, test_db = REPO / "data/digits/digits_train_lmdb", REPO / "data/digits/digits_test_lmdb"
+    if not train_db.exists():
+        raise SystemExit("data/digits/digits_train_lmdb is missing: run `python data/digits/build.py`")
+
+    def records(db):
+        for key, value in iter_lmdb(db):
+            datum = caffe_pb2.Datum()
+            datum.ParseFromString(value)
+            yield key, datum
+
+    def write(path, items):
+        with LMDBWriter(path, overwrite=True) as db:
+            for index, (key, datum) in enumerate(items):
+                db.put(b"%08d" % index, datum.SerializeToString())
+
+    def relabel(items, low):
+        for key, datum in items:
+            if low <= datum.label < low + 5:
+                datum.label -= low
+                yield key, datum
+
+    source_train = list(relabel(records(train_db), 0))
+    source_test = list(relabel(records(test_db), 0))[:SOURCE_TEST]
+    target_all = list(relabel(records(train_db), 5))
+    target_test = list(relabel(records(test_db), 5))[:TARGET_TEST]
+    if len(source_test) < SOURCE_TEST or len(target_test) < TARGET_TEST:
+        raise SystemExit("data/digits has fewer test images than this example expects")
+    taken, target_train = {}, []
+    for key, datum in target_all:
+        if taken.get(datum.label, 0) < per_class:
+            taken[datum.label] = taken.get(datum.label, 0) + 1
+            target_train.append((key, datum))
+    for name, items in (("source_train", source_train), ("source_test", source_test),
+                        ("target_train", target_train), ("target_test", target_test)):
+        write(WORK / f"{name}_lmdb", items)
+    return {"source_train": len(source_train), "source_test": len(source_test),
+            "target_train": len(target_train), "target_test": len(target_test)}
+
+
+TEST_LINE = re.compile(r"Iteration (\d+), Testing net.*?Test net output #\d+: accuracy = ([0-9.eE+-]+)", re.S)
+
+
+def test_accuracies(log):
+    """[(iteration, accuracy)] from a Caffe-style training log."""
+    out = []
+    for block in re.split(r"(?=Iteration \d+, Testing net)", log):
+        match = TEST_LINE.search(block)
+        if match:
+            out.append((int(match.group(1)), float(match.group(2))))
+    return out
+
+
+def solver_copy(template, name, seed, net=None):
+    """work/<name>.prototxt: `template` with its own seed, snapshot prefix (and net)."""
+    from pycaffe_lite.proto import caffe_pb2
+    from pycaffe_lite.zoo.prototxt import parse_text, write_text
+    solver = parse_text(template.read_text(), caffe_pb2.SolverParameter())
+    solver.random_seed = seed
+    solver.snapshot_prefix = f"examples/finetune_digits/work/{name}"
+    if net:
+        solver.net = net
+    path = WORK / f"{name}_solver.prototxt"
+    write_text(path, solver)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, default=10, help="training images of each digit 5-9")
+    parser.add_argument("--seeds", default="1,2,3", help="random seeds of the target runs")
+    parser.add_argument("--keep", action="store_true", help="keep work/ from an earlier run")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if WORK.exists() and not args.keep:
+        shutil.rmtree(WORK)
+    WORK.mkdir(exist_ok=True)
+
+    counts = split(args.per_class)
+    print(f"data: {counts}")
+    rel = "examples/finetune_digits"
+    out = cli("train", "--solver", f"{rel}/source_solver.prototxt", log_name="source.log")
+    source_acc = test_accuracies(out)[-1][1]
+    source_weights = WORK / "source_iter_400.caffemodel"
+    print(f"digits 0-4 net: test accuracy {source_acc:.3f} ({source_weights.name})")
+
+    # What --weights will do, and a frozen variant of the target net, with `surgery`.
+    surgery = cli("surgery", "--model", f"{rel}/target_train_test.prototxt", "--weights", source_weights,
+                  "--out", WORK / "target_init.caffemodel", "--freeze-below", "ip2_5to9",
+                  "--out-model", WORK / "target_frozen_train_test.prototxt",
+                  "--report", WORK / "surgery.json", log_name="surgery.log")
+    print(surgery.strip())
+
+    runs = {"scratch": [], "finetune": [], "finetune_frozen": []}
+    curves = {k: [] for k in runs}
+    template = HERE / "target_solver.prototxt"
+    for seed in seeds:
+        for variant in runs:
+            net = f"{rel}/work/target_frozen_train_test.prototxt" if variant == "finetune_frozen" else None
+            solver = solver_copy(template, f"{variant}_seed{seed}", seed, net)
+            extra = [] if variant == "scratch" else ["--weights", source_weights]
+            log = cli("train", "--solver", solver.relative_to(REPO), *extra,
+                      log_name=f"{variant}_seed{seed}.log")
+            accs = test_accuracies(log)
+            runs[variant].append(accs[-1][1])
+            curves[variant].append(accs)
+    iterations = [it for it, _ in curves["scratch"][0]]
+    print(f"\ndigits 5-9 from {counts['target_train']} training images ({args.per_class} per digit), "
+          f"{iterations[-1]} iterations, test accuracy on {counts['target_test']} images, seeds {seeds}:")
+    print(f"| {'run':<16} | " + " | ".join(f"iter {it:>3}" for it in iterations) + " | final (min-max) |")
+    print("|" + "-" * 18 + "|" + "|".join("-" * 10 for _ in iterations) + "|" + "-" * 17 + "|")
+    table = {}
+    for variant, finals in runs.items():
+        mean_curve = [statistics.mean(c[i][1] for c in curves[variant]) for i in range(len(iterations))]
+        table[variant] = {"final_mean": statistics.mean(finals), "final_min": min(finals),
+                          "final_max": max(finals), "curve": dict(zip(iterations, mean_curve)),
+                          "finals": finals}
+        print(f"| {variant:<16} | " + " | ".join(f"{a:8.3f}" for a in mean_curve)
+              + f" | {min(finals):.3f}-{max(finals):.3f} |")
+    results = {"counts": counts, "per_class": args.per_class, "seeds": seeds,
+               "source_accuracy": source_acc, "target": table,
+               "surgery": json.loads((WORK / "surgery.json").read_text())}
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    better = table["finetune"]["final_mean"] > table["scratch"]["final_mean"]
+    print(f"\nfine-tuning {'beats' if better else 'does NOT beat'} training from scratch "
+          f"({table['finetune']['final_mean']:.3f} vs {table['scratch']['final_mean']:.3f}); "
+          f"results in {WORK / 'results.json'}")
+    return 0 if better else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    sys.exit(main())
