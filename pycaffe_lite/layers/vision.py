@@ -4,8 +4,8 @@ All blobs are (N, C, H, W).  The pooling kernels are plain array functions
 (`max_pool_forward`, `ave_pool_forward`, ...), shared by Pooling, SPP and
 LRN's WITHIN_CHANNEL mode; they loop over the kh*kw kernel offsets and do
 whole-array work on strided views, so the same code runs on NumPy and CuPy.
-On the CPU, max pooling uses a Numba kernel when Numba is installed (the
-NumPy functions stay the reference the tests compare it with).
+On the CPU, max pooling and LRN's channel sums use Numba kernels when Numba
+is installed (the NumPy functions stay the reference the tests compare them with).
 
 Caffe's pooling geometry, reproduced exactly:
 
@@ -308,7 +308,8 @@ def _numba_kernels():
         else:
             # Serial: on the 2-core machine measured, parallel=True made these loops slower.
             jit = numba.njit(cache=True, nogil=True)
-            _NUMBA["kernels"] = (jit(_max_pool_forward_loops), jit(_max_pool_backward_loops))
+            _NUMBA["kernels"] = (jit(_max_pool_forward_loops), jit(_max_pool_backward_loops),
+                                 numba.njit(cache=True, nogil=True, fastmath=True)(_window_sum_loops))
     return _NUMBA["kernels"]
 
 
@@ -324,7 +325,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size):
     N, C, H, W = x.shape
     top = np.empty((N * C, Ho, Wo), dtype=x.dtype)
     argk = np.empty((N * C, Ho, Wo), dtype=np.int32)
-    forward, _ = _numba_kernels()
+    forward = _numba_kernels()[0]
     forward(np.ascontiguousarray(x).reshape(N * C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo,
             x.dtype.type(-FLT_MAX), top, argk)
     return top.reshape(N, C, Ho, Wo), argk.reshape(N, C, Ho, Wo)
@@ -337,7 +338,7 @@ def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size):
     (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
     N, C, Ho, Wo = top_diff.shape
     grad = np.zeros((N * C, H, W), dtype=top_diff.dtype)
-    _, backward = _numba_kernels()
+    backward = _numba_kernels()[1]
     backward(np.ascontiguousarray(top_diff).reshape(N * C, Ho, Wo),
              np.ascontiguousarray(argk).reshape(N * C, Ho, Wo), kw, sh, sw, ph, pw, grad)
     return grad.reshape(N, C, H, W)
@@ -466,16 +467,53 @@ class PoolingLayer(Layer):
 # ---------------------------------------------------------------------------
 # LRN
 # ---------------------------------------------------------------------------
-def _channel_window_sum(a, size, pre_pad, start=0):
-    """s[:, c] = start + sum of a[:, c'] for c' in [c - pre_pad, c - pre_pad + size), zero outside."""
+def channel_window_sum(a, size, pre_pad, square=False, factor=1.0, start=0.0):
+    """s[:, c] = start + factor * sum of f(a[:, c']) for c' in [c - pre_pad, c - pre_pad + size),
+    zero outside the channels; f squares when `square`.  The whole-array reference."""
     xp = get_array_module(a)
     N, C = a.shape[:2]
     padded = xp.zeros((N, C + size - 1) + a.shape[2:], dtype=a.dtype)
-    padded[:, pre_pad:pre_pad + C] = a
+    padded[:, pre_pad:pre_pad + C] = (a * a if square else a) * factor
     total = padded[:, 0:C] + start
     for i in range(1, size):
         total += padded[:, i:i + C]
     return total
+
+
+def _window_sum_loops(a, size, pre_pad, square, factor, start, out):
+    # Running sum over channels (Caffe's head-add / tail-subtract), accumulated in float64.
+    N, C, M = a.shape
+    acc = np.zeros(M, np.float64)
+    for n in range(N):
+        acc[:] = 0.0
+        for c in range(min(size - pre_pad - 1, C)):
+            for i in range(M):
+                v = a[n, c, i]
+                acc[i] += v * v if square else v
+        for c in range(C):
+            head = c - pre_pad + size - 1
+            tail = c - pre_pad - 1
+            if head < C:
+                for i in range(M):
+                    v = a[n, head, i]
+                    acc[i] += v * v if square else v
+            if tail >= 0:
+                for i in range(M):
+                    v = a[n, tail, i]
+                    acc[i] -= v * v if square else v
+            for i in range(M):
+                out[n, c, i] = start + factor * acc[i]
+
+
+def channel_window_sum_fast(a, size, pre_pad, square=False, factor=1.0, start=0.0):
+    """channel_window_sum, by a Numba running sum for NumPy arrays when available."""
+    if not _use_numba(a):
+        return channel_window_sum(a, size, pre_pad, square, factor, start)
+    N, C = a.shape[:2]
+    flat = np.ascontiguousarray(a).reshape(N, C, -1)
+    out = np.empty(flat.shape, dtype=a.dtype)
+    _numba_kernels()[2](flat, size, pre_pad, square, float(factor), float(start), out)
+    return out.reshape(a.shape)
 
 
 def lrn_across_forward(x, size, alpha, beta, k):
@@ -483,8 +521,7 @@ def lrn_across_forward(x, size, alpha, beta, k):
 
     Returns (top, scale, scale^-beta).
     """
-    pre_pad = (size - 1) // 2
-    scale = _channel_window_sum(x * x * (alpha / size), size, pre_pad, start=k)
+    scale = channel_window_sum_fast(x, size, (size - 1) // 2, square=True, factor=alpha / size, start=k)
     power = scale ** -beta
     return x * power, scale, power
 
@@ -492,7 +529,7 @@ def lrn_across_forward(x, size, alpha, beta, k):
 def lrn_across_backward(top_diff, x, top, scale, power, size, alpha, beta):
     """dx = dy * scale^-beta - (2 alpha beta / size) * x * sum_window(dy * top / scale)."""
     pre_pad = (size - 1) // 2
-    ratio = _channel_window_sum(top_diff * top / scale, size, size - 1 - pre_pad)
+    ratio = channel_window_sum_fast(top_diff * top / scale, size, size - 1 - pre_pad)
     return top_diff * power - (2.0 * alpha * beta / size) * x * ratio
 
 

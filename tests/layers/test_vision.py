@@ -343,3 +343,19 @@ def test_goldens(case):
         layer.Backward(top, [True], bottom)
         grad = grad + bottom[0].diff
     np.testing.assert_allclose(grad, d["bwd/data"], rtol=1e-4, atol=1e-5 * np.abs(grad).max())
+
+
+def test_numba_lrn_window_sums_match_numpy():
+    if vision._numba_kernels() is None:
+        pytest.skip("Numba is not installed")
+    for dtype, C, size in [(np.float32, 7, 5), (np.float64, 3, 5), (np.float64, 8, 1), (np.float32, 9, 3)]:
+        a = rng.standard_normal((2, C, 17, 19)).astype(dtype)
+        for square, factor, start in [(True, 0.3, 1.5), (False, 1.0, 0.0)]:
+            for pre_pad in {(size - 1) // 2, size - 1 - (size - 1) // 2, 0}:
+                want = vision.channel_window_sum(a, size, pre_pad, square, factor, start)
+                got = vision.channel_window_sum_fast(a, size, pre_pad, square, factor, start)
+                np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                           atol=1e-5 if dtype == np.float32 else 1e-12)
+    x = rng.uniform(-2, 2, (2, 8, 16, 16))          # large enough for the Numba path in the layer
+    (top,) = forward(lrn_text("ACROSS_CHANNELS", local_size=5, alpha=2.0, beta=0.75), [x])
+    np.testing.assert_allclose(top, ref_lrn_across(x, 5, 2.0, 0.75, 1.0), rtol=1e-12)
