@@ -25,7 +25,6 @@ One deliberate difference: with expose_hidden, Caffe passes no gradient from
 h_T/c_T to the net nor to h_0/c_0 (their diffs are not shared with its
 unrolled net); here they get their exact gradients.
 """
-import numpy as np
 
 from ..backend import get_array_module
 from ..layer import Layer, register

@@ -325,7 +325,8 @@ def test_contrastive_loss(legacy):
     a, b = rng.uniform(-0.5, 0.5, (6, 3, 1, 1)), rng.uniform(-0.5, 0.5, (6, 3, 1, 1))
     y = np.array([1.0, 0, 0, 1, 0, 0]).reshape(6, 1, 1, 1)
     margin = 1.5 if legacy else 1.2
-    text = f'type: "ContrastiveLoss" contrastive_loss_param {{ margin: {margin} legacy_version: {str(legacy).lower()} }}'
+    text = (f'type: "ContrastiveLoss" contrastive_loss_param {{ margin: {margin} '
+            f'legacy_version: {str(legacy).lower()} }}')
     assert loss_of(text, [a, b, y]) == pytest.approx(ref_contrastive(a, b, y.ravel(), margin, legacy), rel=1e-6)
     # Caffe's gradient for dissimilar pairs divides by (d + 1e-4): exact only for the legacy form
     check_gradient(text, [a, b, y], check_bottoms=[0, 1], rtol=1e-5 if legacy else 2e-3)
