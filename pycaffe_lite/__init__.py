@@ -1,12 +1,132 @@
 """pycaffe_lite: Caffe's workflow in Python.  `import pycaffe_lite as caffe`
-is a drop-in for pycaffe."""
+is a drop-in for pycaffe.
+
+    import pycaffe_lite as caffe
+    net = caffe.Net("deploy.prototxt", "weights.caffemodel", caffe.TEST)
+    out = net.forward(data=images)              # {output blob: array}
+    solver = caffe.get_solver("solver.prototxt"); solver.step(100)
+
+The solver classes (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
+AdaDeltaSolver, AdamSolver, get_solver) come from `pycaffe_lite.solvers`,
+imported the first time one of them is asked for.
+"""
+import logging as _logging
+import time as _time
+
+from . import io  # noqa: F401  (caffe.io, as pycaffe imports it)
+from . import proto  # noqa: F401  (caffe.proto.caffe_pb2)
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .blob import Blob
+from .classifier import Classifier
+from .detector import Detector
 from .layer import Layer, layer_type_list, register
 from .net import TEST, TRAIN, Net, allow_python_layers
+from .net_spec import NetSpec, params, to_proto
 from .proto import caffe_pb2
+from . import layers  # noqa: E402  (the built-in layer implementations; importing registers them)
+from . import net_spec as _net_spec
+
+
+def _net_spec_layer(name):
+    """`caffe.layers` is pycaffe's NetSpec pseudo-module L (L.Convolution(...)), but here the
+    name is also the package of layer implementations.  Layer types are CamelCase and the
+    package's modules lowercase, so CamelCase names that the package lacks resolve to
+    NetSpec layer functions (PEP 562 module __getattr__)."""
+    if name[:1].isupper():
+        return getattr(_net_spec.layers, name)
+    raise AttributeError(f"module 'pycaffe_lite.layers' has no attribute '{name}'")
+
+
+# Set here rather than in layers/__init__.py (owned by the layer engineers); moving this
+# function there is equivalent.
+if not hasattr(layers, "__getattr__"):
+    layers.__getattr__ = _net_spec_layer
 
 __version__ = "0.1.0"
 
-__all__ = ["Blob", "Layer", "Net", "TEST", "TRAIN", "__version__", "allow_python_layers", "caffe_pb2",
-           "layer_type_list", "register", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]
+_SOLVER_NAMES = ("SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
+                 "AdamSolver", "Solver", "get_solver")
+
+
+def __getattr__(name):
+    """Solvers are looked up lazily in pycaffe_lite.solvers (no import cycle, no cost until used)."""
+    if name in _SOLVER_NAMES:
+        from . import solvers
+        try:
+            value = getattr(solvers, name)
+        except AttributeError:
+            raise AttributeError(f"pycaffe_lite.solvers does not provide {name} yet") from None
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pycaffe_lite' has no attribute '{name}'")
+
+
+# ---- small parts of pycaffe's _caffe surface -------------------------------------
+def init_log(level=0, use_stderr=False):
+    """pycaffe's init_log: route pycaffe_lite's log (Caffe-style lines) to stderr at `level`.
+
+    level: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL (glog's numbering).
+    """
+    logger = _logging.getLogger("pycaffe_lite")
+    logger.setLevel({0: _logging.INFO, 1: _logging.WARNING, 2: _logging.ERROR}.get(level, _logging.CRITICAL))
+    if not logger.handlers:
+        logger.addHandler(_logging.StreamHandler())
+
+
+def log(message):
+    """pycaffe's caffe.log: one INFO line in the pycaffe_lite log."""
+    _logging.getLogger("pycaffe_lite").info(message)
+
+
+def has_nccl():
+    return False
+
+
+def solver_count():
+    return 1
+
+
+def set_solver_count(count):
+    if int(count) != 1:
+        raise ValueError("pycaffe_lite trains on one device per process (solver_count must be 1)")
+
+
+def solver_rank():
+    return 0
+
+
+def set_solver_rank(rank):
+    if int(rank) != 0:
+        raise ValueError("pycaffe_lite trains on one device per process (solver_rank must be 0)")
+
+
+def set_multiprocess(multiprocess):
+    pass
+
+
+class Timer:
+    """pycaffe's Timer: start(), stop(), ms (milliseconds between them)."""
+
+    def __init__(self):
+        self._start = None
+        self._ms = 0.0
+
+    def start(self):
+        self._start = _time.perf_counter()
+
+    def stop(self):
+        if self._start is not None:
+            self._ms = (_time.perf_counter() - self._start) * 1000.0
+            self._start = None
+
+    @property
+    def ms(self):
+        return self._ms
+
+
+__all__ = ["Blob", "Classifier", "Detector", "Layer", "Net", "NetSpec", "TEST", "TRAIN", "Timer",
+           "__version__", "allow_python_layers", "caffe_pb2", "has_nccl", "init_log", "io", "layer_type_list",
+           "layers", "log", "params", "proto", "register", "set_device", "set_mode_cpu", "set_mode_gpu",
+           "set_multiprocess", "set_random_seed", "set_solver_count", "set_solver_rank", "solver_count",
+           "solver_rank", "to_proto"]
+# The solver names are left out of __all__: they resolve lazily through __getattr__.
