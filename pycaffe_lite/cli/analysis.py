@@ -9,6 +9,9 @@ import json
 import os
 
 
+_DATA_TYPES = {"Data", "ImageData", "HDF5Data", "WindowData"}
+
+
 def _phase(name):
     from ..proto import caffe_pb2
     return {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}.get(name.upper())
@@ -21,8 +24,25 @@ def summarize_command(args):
     phase = _phase(args.phase)
     if phase is None:
         raise ValueError(f"--phase must be TRAIN or TEST, got {args.phase!r}")
-    net = Net(args.model, phase=phase, level=args.level, stages=args.stage or (),
-              allow_python=args.allow_python or None)
+    try:
+        net = Net(args.model, phase=phase, level=args.level, stages=args.stage or (),
+                  allow_python=args.allow_python or None)
+    except (ValueError, OSError, RuntimeError) as exc:
+        from ..net import read_net_param
+        try:
+            data_layers = [layer.name for layer in read_net_param(args.model).layer if layer.type in _DATA_TYPES]
+        except (ValueError, OSError):
+            data_layers = []
+        if not data_layers:
+            raise
+        message = (f"{exc}\n(summarize builds the net, so its data layers ({', '.join(dict.fromkeys(data_layers))}) "
+                   "must open their sources from the current directory; or give the deploy prototxt, whose "
+                   "Input layers need nothing)")
+        try:
+            hinted = type(exc)(message)
+        except Exception:  # an exception type with its own constructor
+            hinted = RuntimeError(message)
+        raise hinted from exc
     summary = summarize(net, batch=args.batch)
     if args.json:
         print(json.dumps(summary_to_dict(summary), indent=1))

@@ -180,3 +180,14 @@ def test_summarize_command(tmp_path, capsys):
     assert report["layers"][1]["receptive_field"] == [3, 3]
     assert cli_main(["summarize", "--model", str(tmp_path / "missing.prototxt")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_summarize_says_why_a_net_with_data_layers_does_not_build(tmp_path, capsys):
+    path = tmp_path / "train.prototxt"
+    path.write_text(POOLS.replace(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 17 dim: 17 } } }',
+        'layer { name: "mnist" type: "Data" top: "data" top: "label" '
+        'data_param { source: "no_such_lmdb" batch_size: 4 backend: LMDB } }'))
+    assert cli_main(["summarize", "--model", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_lmdb" in err and "deploy prototxt" in err

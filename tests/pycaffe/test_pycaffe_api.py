@@ -365,3 +365,24 @@ def test_forward_all_on_gpu_returns_numpy(tiny_file):
         np.testing.assert_allclose(out["prob"].sum(1), 1, rtol=1e-5)
     finally:
         caffe.set_mode_cpu()
+
+
+# ---- known gaps in the core (net.py / blob.py), kept here as strict xfails so that the
+# ---- fix shows up as an XPASS to remove the marker.
+@pytest.mark.xfail(strict=True, reason="layers hand over new top arrays (top.data = array), so a view "
+                                       "taken before forward goes stale; pycaffe's stays live")
+def test_blob_data_view_stays_live_across_forward(tiny_file):
+    net = caffe.Net(tiny_file, caffe.TEST)
+    view = net.blobs["ip2"].data
+    out = net.forward(data=np.ones((4, 2, 3, 3), np.float32))
+    assert np.shares_memory(view, net.blobs["ip2"].data)
+    assert out["prob"] is not None
+
+
+@pytest.mark.xfail(strict=True, reason="Net.copy_from reads only binary .caffemodel; Caffe's "
+                                       "CopyTrainedLayersFrom takes .h5 files as HDF5")
+def test_net_takes_hdf5_weights_like_caffe(tiny_file, tmp_path):
+    net = caffe.Net(tiny_file, caffe.TEST)
+    net.save_hdf5(str(tmp_path / "w.caffemodel.h5"))
+    other = caffe.Net(tiny_file, str(tmp_path / "w.caffemodel.h5"), caffe.TEST)
+    np.testing.assert_array_equal(other.params["ip1"][0].data, net.params["ip1"][0].data)
