@@ -71,12 +71,7 @@ def resize(image, height, width, interpolation=None):
 
 def resize_shorter_side(image, size):
     """Resize so the shorter side is `size`, keeping the aspect ratio (rounded)."""
-    h, w = _size(image)
-    if h <= w:
-        new_h, new_w = size, max(1, int(round(w * size / h)))
-    else:
-        new_h, new_w = max(1, int(round(h * size / w))), size
-    return resize(image, new_h, new_w)
+    return resize(image, *shorter_side_size(*_size(image), size))
 
 
 def scale_jitter(image, rng, min_size, max_size):
@@ -89,27 +84,7 @@ def scale_jitter(image, rng, min_size, max_size):
 def random_resized_crop(image, rng, size, min_area=0.08, max_area=1.0, min_aspect=3 / 4, max_aspect=4 / 3,
                         attempts=10):
     """Inception's crop: a random area fraction and aspect ratio, resized to size x size."""
-    h, w = _size(image)
-    area = h * w
-    log_lo, log_hi = math.log(min_aspect), math.log(max_aspect)
-    for _ in range(attempts):
-        target = area * rng.uniform(min_area, max_area)
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        cw = int(round(math.sqrt(target * aspect)))
-        ch = int(round(math.sqrt(target / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            y = int(rng.integers(0, h - ch + 1))
-            x = int(rng.integers(0, w - cw + 1))
-            return resize(image[y:y + ch, x:x + cw], size, size)
-    # Fallback: the central crop with the aspect ratio clamped to the allowed range.
-    ratio = w / h
-    if ratio < min_aspect:
-        cw, ch = w, int(round(w / min_aspect))
-    elif ratio > max_aspect:
-        ch, cw = h, int(round(h * max_aspect))
-    else:
-        cw, ch = w, h
-    y, x = (h - ch) // 2, (w - cw) // 2
+    y, x, ch, cw = random_resized_crop_box(*_size(image), rng, min_area, max_area, min_aspect, max_aspect, attempts)
     return resize(image[y:y + ch, x:x + cw], size, size)
 
 
@@ -212,35 +187,48 @@ def lens_distort(image, rng, max_k, border="reflect"):
 # Photometric: CHW float32 in pixel units, in place
 # --------------------------------------------------------------------------
 def _gray(chw):
+    """Luma of a CHW image (BGR weights for 3 channels, the mean otherwise), one plane."""
     if chw.shape[0] == 3:
-        return np.tensordot(_BGR_GRAY, chw, axes=1)
+        gray = chw[0] * _BGR_GRAY[0]
+        gray += chw[1] * _BGR_GRAY[1]
+        gray += chw[2] * _BGR_GRAY[2]
+        return gray
     return chw.mean(axis=0)
 
 
+def _mean_gray(chw):
+    if chw.shape[0] == 3:
+        return float(sum(float(w) * float(chw[c].mean(dtype=np.float64)) for c, w in enumerate(_BGR_GRAY)))
+    return float(chw.mean(dtype=np.float64))
+
+
 def color_jitter(chw, rng, brightness=0.0, contrast=0.0, saturation=0.0):
-    """fb.resnet.torch's ColorJitter: the three blends in a random order, then clip to [0, 255]."""
+    """fb.resnet.torch's ColorJitter: the three blends in a random order, then clip to [0, 255].
+
+    brightness: x * a; contrast: a x + (1 - a) mean(gray(x)); saturation:
+    a x + (1 - a) gray(x); each a drawn from [1 - v, 1 + v].
+    """
     ops = []
     if brightness:
-        ops.append("brightness")
+        ops.append(("brightness", brightness))
     if contrast:
-        ops.append("contrast")
+        ops.append(("contrast", contrast))
     if saturation and chw.shape[0] == 3:
-        ops.append("saturation")
+        ops.append(("saturation", saturation))
     for i in rng.permutation(len(ops)):
-        op = ops[i]
+        op, amount = ops[i]
+        alpha = np.float32(1.0 + rng.uniform(-amount, amount))
         if op == "brightness":
-            alpha = np.float32(1.0 + rng.uniform(-brightness, brightness))
             chw *= alpha
         elif op == "contrast":
-            alpha = np.float32(1.0 + rng.uniform(-contrast, contrast))
-            mean = np.float32(_gray(chw).mean())
+            mean = np.float32(_mean_gray(chw))
             chw *= alpha
             chw += (1 - alpha) * mean
         else:
-            alpha = np.float32(1.0 + rng.uniform(-saturation, saturation))
             gray = _gray(chw)
+            gray *= 1 - alpha
             chw *= alpha
-            chw += (1 - alpha) * gray
+            chw += gray
     np.clip(chw, 0, 255, out=chw)
     return chw
 
@@ -255,6 +243,101 @@ def lighting(chw, rng, eigval, eigvec, alphastd=0.1):
     shift = eigvec @ (alpha * eigval)
     chw += shift.astype(chw.dtype)[:, None, None]
     return chw
+
+
+# --------------------------------------------------------------------------
+# One resampling per image: the Augmenter composes the drawn resize, crop and
+# affine warps into one matrix (and the lens model into one remap), and
+# renders only the window Caffe's crop keeps.
+# --------------------------------------------------------------------------
+def _translate(x, y):
+    return np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], np.float64)
+
+
+def _affine_inverse(m):
+    """Inverse of a 3x3 affine matrix (closed form: no LAPACK call per image)."""
+    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    det = a * d - b * c
+    inv = np.array([[d, -b], [-c, a]], np.float64) / det
+    out = np.eye(3)
+    out[:2, :2] = inv
+    out[:2, 2] = -inv @ m[:2, 2]
+    return out
+
+
+def shorter_side_size(height, width, size):
+    """(h, w) with the shorter side `size`, aspect kept (rounded), as resize_shorter_side."""
+    if height <= width:
+        return size, max(1, int(round(width * size / height)))
+    return max(1, int(round(height * size / width))), size
+
+
+def resize_inverse(in_h, in_w, out_h, out_w):
+    """dst -> src pixel coordinates of cv2.resize (half-pixel centres)."""
+    sx, sy = in_w / out_w, in_h / out_h
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
+
+
+def random_resized_crop_box(h, w, rng, min_area=0.08, max_area=1.0, min_aspect=3 / 4, max_aspect=4 / 3,
+                            attempts=10):
+    """(y, x, height, width) of an Inception crop: random area fraction and log-uniform aspect ratio."""
+    area = h * w
+    log_lo, log_hi = math.log(min_aspect), math.log(max_aspect)
+    for _ in range(attempts):
+        target = area * rng.uniform(min_area, max_area)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    ratio = w / h     # fallback: the central crop with the aspect ratio clamped to the range
+    if ratio < min_aspect:
+        cw, ch = w, int(round(w / min_aspect))
+    elif ratio > max_aspect:
+        ch, cw = h, int(round(h * max_aspect))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+class GeometricPlan:
+    """One image's drawn geometric augmentation.
+
+    size: (H, W) of the augmented image (before Caffe's crop); src_from_out:
+    3x3 matrix from augmented-image pixels to source pixels; lens_k: radial
+    distortion in the augmented frame (0: none).
+    """
+
+    def __init__(self, size, src_from_out, lens_k=0.0, border="reflect"):
+        self.size = tuple(int(s) for s in size)
+        self.src_from_out = src_from_out
+        self.lens_k = lens_k
+        self.border = border
+
+    def render(self, image, y0, x0, height, width):
+        cv2 = _cv2()
+        m = self.src_from_out @ _translate(x0, y0)
+        if not self.lens_k:
+            if (m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0
+                    and float(m[0, 2]).is_integer() and float(m[1, 2]).is_integer()):
+                ty, tx = int(round(m[1, 2])), int(round(m[0, 2]))
+                if 0 <= ty and ty + height <= image.shape[0] and 0 <= tx and tx + width <= image.shape[1]:
+                    return image[ty:ty + height, tx:tx + width]     # nothing to resample
+            out = cv2.warpAffine(image, m[:2], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=_border(self.border), borderValue=0)
+            return _keep_channels(out, image)
+        h, w = self.size
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        norm = math.hypot(cx, cy) or 1.0
+        ys, xs = np.mgrid[y0:y0 + height, x0:x0 + width].astype(np.float64)
+        dx, dy = (xs - cx) / norm, (ys - cy) / norm
+        factor = 1.0 + self.lens_k * (dx * dx + dy * dy)
+        qx, qy = cx + dx * factor * norm, cy + dy * factor * norm
+        a = self.src_from_out
+        map_x = (a[0, 0] * qx + a[0, 1] * qy + a[0, 2]).astype(np.float32)
+        map_y = (a[1, 0] * qx + a[1, 1] * qy + a[1, 2]).astype(np.float32)
+        out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=_border(self.border), borderValue=0)
+        return _keep_channels(out, image)
 
 
 # --------------------------------------------------------------------------
@@ -301,9 +384,11 @@ def load_pca_file(path):
 class Augmenter:
     """The configured augmentation pipeline for one phase.
 
-    geometric(image_hwc, rng) runs before Caffe's crop; photometric(chw, rng)
-    after it, on the float crop in pixel units.  `flip` says whether the
-    augmentation asks for random mirroring (Caffe's own `mirror` is separate).
+    plan(h, w, rng) draws the geometric part (resize, crop-resize, affine,
+    lens) and render(image, plan, y0, x0, h, w) produces just the window that
+    Caffe's crop then keeps, in one resampling; photometric(chw, rng) runs on
+    the float crop in pixel units.  `flip` says whether the augmentation asks
+    for random mirroring (Caffe's own `mirror` is separate).
     """
 
     def __init__(self, param, phase, crop_size=0, where="transform_param"):
@@ -356,38 +441,52 @@ class Augmenter:
             self.flip or self.has_affine or p.lens_distortion > 0 or self.has_photometric
             or p.HasField("scale_jitter") or p.HasField("random_resized_crop"))
 
-    def geometric(self, image, rng):
+    # ---- geometric: drawn as one plan, rendered as one resampling ----------
+    def plan(self, height, width, rng):
+        """Draw this image's geometric augmentation: a GeometricPlan for an input of height x width."""
         p = self.param
+        out_from_src = None        # pure resize / crop-resize part, as dst -> src
+        size = (height, width)
         if p.HasField("scale_jitter"):
             sj = p.scale_jitter
-            if self.train:
-                image = scale_jitter(image, rng, sj.min_size, sj.max_size)
-            else:
-                image = resize_shorter_side(image, sj.test_size or sj.min_size)
+            side = int(rng.integers(sj.min_size, sj.max_size + 1)) if self.train else (sj.test_size or sj.min_size)
+            size = shorter_side_size(height, width, side)
+            out_from_src = resize_inverse(height, width, *size)
         elif p.HasField("random_resized_crop"):
             r = p.random_resized_crop
             if self.train:
-                image = random_resized_crop(image, rng, self.crop_size, r.min_area, r.max_area,
-                                            r.min_aspect, r.max_aspect)
+                y, x, ch, cw = random_resized_crop_box(height, width, rng, r.min_area, r.max_area,
+                                                       r.min_aspect, r.max_aspect)
+                size = (self.crop_size, self.crop_size)
+                out_from_src = _translate(x, y) @ resize_inverse(ch, cw, *size)
             else:
-                image = resize_shorter_side(image, r.test_size or int(round(self.crop_size / 0.875)))
-        if not self.train:
-            return image
-        if self.has_affine:
-            h, w = _size(image)
-            matrix = np.eye(3)
-            if p.stretch:
-                matrix = stretch_matrix(rng, h, w, p.stretch) @ matrix
-            if p.shear:
-                matrix = shear_matrix(rng, h, w, p.shear) @ matrix
-            if p.rotation:
-                matrix = rotation_matrix(rng, h, w, p.rotation) @ matrix
-            if p.translation:
-                matrix = translation_matrix(rng, h, w, p.translation) @ matrix
-            image = warp_affine(image, matrix, p.border)
-        if p.lens_distortion:
-            image = lens_distort(image, rng, p.lens_distortion, p.border)
-        return image
+                size = shorter_side_size(height, width, r.test_size or int(round(self.crop_size / 0.875)))
+                out_from_src = resize_inverse(height, width, *size)
+        affine = None
+        lens_k = 0.0
+        if self.train:
+            h, w = size
+            if self.has_affine:
+                affine = np.eye(3)
+                if p.stretch:
+                    affine = stretch_matrix(rng, h, w, p.stretch) @ affine
+                if p.shear:
+                    affine = shear_matrix(rng, h, w, p.shear) @ affine
+                if p.rotation:
+                    affine = rotation_matrix(rng, h, w, p.rotation) @ affine
+                if p.translation:
+                    affine = translation_matrix(rng, h, w, p.translation) @ affine
+            if p.lens_distortion:
+                lens_k = float(rng.uniform(-p.lens_distortion, p.lens_distortion))
+        src_from_out = np.eye(3) if out_from_src is None else out_from_src
+        if affine is not None:
+            src_from_out = src_from_out @ _affine_inverse(affine)
+        border = p.border if (affine is not None or lens_k) else "replicate"   # a pure resize clamps, as cv2.resize
+        return GeometricPlan(size, src_from_out, lens_k, border)
+
+    def render(self, image, plan, y0, x0, height, width):
+        """The window [y0:y0+height, x0:x0+width] of the augmented image, with a single resampling."""
+        return plan.render(image, y0, x0, height, width)
 
     def photometric(self, chw, rng):
         if not self.has_photometric:

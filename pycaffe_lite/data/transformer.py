@@ -104,11 +104,15 @@ class DataTransformer:
     # ---- the transform --------------------------------------------------
     def transform(self, image, layout, out, rng=None):
         """Write the transformed image into `out` (C x H x W, any float dtype); returns out."""
+        plan = None
         if self._geometric:
-            image = self.augmenter.geometric(as_hwc(image, layout), rng)
+            image = as_hwc(image, layout)
             layout = "hwc"
-        chw = as_chw(image, layout)
-        c, h, w = chw.shape
+            plan = self.augmenter.plan(image.shape[0], image.shape[1], rng)
+            c = 1 if image.ndim == 2 else image.shape[2]
+            h, w = plan.size
+        else:
+            c, h, w = as_chw(image, layout).shape
         oc, oh, ow = out.shape
         if c != oc:
             raise ValueError(f"image has {c} channels, the batch {oc} (set force_color / force_gray "
@@ -128,8 +132,10 @@ class DataTransformer:
                 raise ValueError(f"image is {h}x{w} but the batch is {oh}x{ow}; images of one batch "
                                  "need one size (resize them or set crop_size)")
             h_off = w_off = 0
-        cols = slice(w_off, w_off + ow)
-        src = chw[:, h_off:h_off + oh, cols]
+        if plan is not None:
+            src = as_chw(self.augmenter.render(image, plan, h_off, w_off, oh, ow), "hwc")
+        else:
+            src = as_chw(image, layout)[:, h_off:h_off + oh, w_off:w_off + ow]
         if do_mirror:
             src = src[:, :, ::-1]
         out[...] = src

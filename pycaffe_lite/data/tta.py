@@ -121,6 +121,24 @@ def _run_after_sources(net):
         layer.Forward(bottom, top)
 
 
+class _KeepShapes:
+    """Put the given blobs back to their shapes (and reshape the net) when the block ends."""
+
+    def __init__(self, net, names):
+        self.net = net
+        self.shapes = {name: net.blobs[name].shape for name in names if name is not None}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for name, shape in self.shapes.items():
+            self.net.blobs[name].reshape(shape)
+        reshape = getattr(self.net, "reshape", None)
+        if reshape is not None and exc[0] is None:
+            reshape()
+
+
 def _producer_type(net, blob_name):
     for name, layer in zip(net.layer_names, net.layers):
         if blob_name in net.top_names[name]:
@@ -177,13 +195,14 @@ def predict(net, images, crop_size=None, scales=(None,), mirror=True, corners=Tr
     nv = num_views(scales, mirror, corners)
     results = []
     images = list(images)
-    for start in range(0, len(images), images_per_batch):
-        chunk = images[start:start + images_per_batch]
-        batch = np.concatenate([pre.image_views(np.asarray(im), crop, scales, mirror, corners, dtype)
-                                for im in chunk])
-        _feed(net, input_blob, batch, like)
-        _run_after_sources(net)
-        results.append(_average(net, batch, output_blob, average, len(chunk), nv))
+    with _KeepShapes(net, [input_blob]):
+        for start in range(0, len(images), images_per_batch):
+            chunk = images[start:start + images_per_batch]
+            batch = np.concatenate([pre.image_views(np.asarray(im), crop, scales, mirror, corners, dtype)
+                                    for im in chunk])
+            _feed(net, input_blob, batch, like)
+            _run_after_sources(net)
+            results.append(_average(net, batch, output_blob, average, len(chunk), nv))
     return np.concatenate(results) if results else np.zeros((0, 0))
 
 
@@ -269,14 +288,15 @@ def evaluate(net, num_images=None, scales=(None,), mirror=True, corners=True, cr
         labels.extend(lb for _, lb in chunk)
         chunk.clear()
 
-    for n, record in enumerate(_records(layer)):
-        if num_images is not None and n >= num_images:
-            break
-        chunk.append(record)
-        if len(chunk) == images_per_batch:
+    with _KeepShapes(net, [data_blob, label_blob]):
+        for n, record in enumerate(_records(layer)):
+            if num_images is not None and n >= num_images:
+                break
+            chunk.append(record)
+            if len(chunk) == images_per_batch:
+                flush()
+        if chunk:
             flush()
-    if chunk:
-        flush()
     if not labels:
         raise ValueError("no images were evaluated")
     p = np.concatenate(probs)

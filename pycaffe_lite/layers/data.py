@@ -28,7 +28,7 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..data import solver_count, solver_rank
-from ..data.batches import BatchLoader, ImageList, LMDBRecords
+from ..data.batches import BatchLoader, ImageList, LMDBRecords, item_rng
 from ..data.datum import DataError
 from ..data.lmdb_io import check_lmdb_path
 from ..data.prefetch import Prefetcher, stager_for
@@ -258,7 +258,7 @@ class MemoryDataLayer(Layer):
         seed = layer_seed(self.layer_param, self._transformer.needs_rng)
         out = np.empty((n, self.channels, self.height, self.width), self.dtype)
         for i, (image, layout) in enumerate(zip(images, layouts)):
-            rng = np.random.default_rng([seed, i]) if self._transformer.needs_rng else None
+            rng = item_rng(seed, i) if self._transformer.needs_rng else None
             self._transformer.transform(image, layout, out[i], rng)
         self.set_input_arrays(out, np.asarray(labels))
         self.has_new_data = True

@@ -172,3 +172,41 @@ def test_pca_tool_recovers_the_colour_covariance(tmp_path):
     # The file works both as lighting { pca_file } and as a whole augmentation_file.
     param = A.augmentation_from_dict(A.load_yaml(tmp_path / "pca.yaml"))
     assert len(param.lighting.eigval) == 3 and len(param.lighting.eigvec) == 9
+
+
+def _augmenter(text, phase, crop):
+    from google.protobuf import text_format
+    return A.Augmenter(text_format.Parse(text, caffe_pb2.AugmentationParameter()), phase, crop)
+
+
+def _close(a, b, worst=2, mean=0.35):
+    d = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    return d.max() <= worst and d.mean() <= mean
+
+
+SMOOTH = np.clip(np.add.outer(np.linspace(0, 200, 30), np.linspace(0, 50, 40))[..., None]
+                 + np.array([0, 20, 40]), 0, 255).astype(np.uint8)
+
+
+def test_fused_rendering_matches_the_separate_transforms():
+    """The Augmenter resamples once; the result matches applying the small transforms one by one."""
+    # TEST scale jitter: resize the shorter side, then Caffe's centre crop.
+    aug = _augmenter("scale_jitter { min_size: 20 max_size: 24 test_size: 22 }", caffe_pb2.TEST, 16)
+    plan = aug.plan(30, 40, None)
+    resized = A.resize_shorter_side(SMOOTH, 22)
+    y, x = (resized.shape[0] - 16) // 2, (resized.shape[1] - 16) // 2
+    assert plan.size == resized.shape[:2]
+    assert _close(aug.render(SMOOTH, plan, y, x, 16, 16), resized[y:y + 16, x:x + 16])
+    # TRAIN rotation: warp the whole image, then crop a window.
+    aug = _augmenter("rotation: 25", caffe_pb2.TRAIN, 20)
+    plan = aug.plan(30, 40, np.random.default_rng(5))
+    whole = A.rotate(SMOOTH, np.random.default_rng(5), 25)
+    assert _close(aug.render(SMOOTH, plan, 4, 7, 20, 20), whole[4:24, 7:27], worst=1)
+    # TRAIN random-resized crop: the same box from the same draws.
+    aug = _augmenter("random_resized_crop { min_area: 0.3 }", caffe_pb2.TRAIN, 16)
+    plan = aug.plan(30, 40, np.random.default_rng(6))
+    assert _close(aug.render(SMOOTH, plan, 0, 0, 16, 16), A.random_resized_crop(SMOOTH, np.random.default_rng(6), 16, 0.3))
+    # TRAIN lens distortion.
+    aug = _augmenter("lens_distortion: 0.3", caffe_pb2.TRAIN, 0)
+    plan = aug.plan(30, 40, np.random.default_rng(7))
+    assert _close(aug.render(SMOOTH, plan, 0, 0, 30, 40), A.lens_distort(SMOOTH, np.random.default_rng(7), 0.3), worst=1)

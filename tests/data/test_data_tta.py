@@ -39,6 +39,7 @@ def test_predict_averages_the_views():
     tp = text_format.Parse("scale: 0.01 mean_value: 100 mean_value: 110 mean_value: 120",
                            caffe_pb2.TransformationParameter())
     got = tta.predict(net, images, scales=(None, 8), transform_param=tp, images_per_batch=2)
+    assert net.blobs["data"].shape == (1, 3, 4, 4) and net.blobs["prob"].shape == (1, 5)   # shapes restored
     assert got.shape == (3, 5) and np.allclose(got.sum(1), 1)
     w, b = (p.data.astype(np.float64) for p in net.params["ip"])
     for image, row in zip(images, got):
@@ -71,6 +72,7 @@ def test_evaluate_over_the_nets_own_data_layer(tmp_path):
         assert np.allclose(result["probabilities"], probs, atol=1e-6)
         assert result["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
         assert 0 <= result["accuracy"] <= result["accuracy_top5"] == 1.0
+        assert net.blobs["ip"].shape == (3, 5)            # shapes restored
         net.forward()             # the data layer still works after evaluation
         assert net.blobs["data"].shape == (3, 3, 4, 4)
     finally:
