@@ -170,6 +170,26 @@ def test_fc_to_conv_agrees_at_the_original_size_and_slides(lenet_weights, mnist)
     np.testing.assert_allclose(slid[:, :, 1, 2], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_fc_to_conv_cifar10_full_and_freeze():
+    weights = str(fixture_path("weights", "cifar10_full_iter_70000.caffemodel"))
+    deploy = parse_text((REPO / "models" / "cifar10_full" / "deploy.prototxt").read_text(), caffe_pb2.NetParameter())
+    deploy.layer[0].input_param.shape[0].dim[0] = 3
+    x = np.random.default_rng(2).normal(0, 40, (3, 3, 32, 32)).astype(np.float32)
+    expected = _Net(deploy, weights=weights, phase=caffe_pb2.TEST).forward(data=x)["prob"].copy()
+    full, arrays = surgery.fc_to_conv(deploy, weights)
+    assert arrays["ip1-conv"][0].shape == (10, 64, 4, 4)
+    from pycaffe_lite.zoo.convert import arrays_to_weights
+    got = _Net(full, weights=arrays_to_weights(arrays, model=full), phase=caffe_pb2.TEST).forward(data=x)["prob"]
+    np.testing.assert_allclose(got[:, :, 0, 0], expected, rtol=1e-5, atol=1e-6)
+    train_val = parse_text((REPO / "models" / "cifar10_full" / "train_val.prototxt").read_text(),
+                           caffe_pb2.NetParameter())
+    assert surgery.freeze_below(train_val, "ip1") == ["conv1", "conv2", "conv3"]
+    conv3 = next(l for l in train_val.layer if l.name == "conv3")     # had no ParamSpecs: added
+    assert [(p.lr_mult, p.decay_mult) for p in conv3.param] == [(0, 0), (0, 0)]
+    ip1 = next(l for l in train_val.layer if l.name == "ip1")
+    assert [(p.lr_mult, p.decay_mult) for p in ip1.param] == [(1, 250), (2, 0)]
+
+
 def test_fc_to_conv_caffenet_matches_caffes_net_surgery_prototxt():
     """CaffeNet to fully convolutional, as examples/net_surgery's bvlc_caffenet_full_conv.prototxt."""
     deploy = parse_text((REPO / "models" / "bvlc_reference_caffenet" / "deploy.prototxt").read_text(),
