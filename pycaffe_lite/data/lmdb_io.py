@@ -29,6 +29,23 @@ _ENVS = {}             # realpath -> [lmdb.Environment, reference count]
 _ENVS_LOCK = threading.Lock()
 
 
+def _after_fork_in_child():
+    # LMDB environments must not be used across fork(), and the lmdb package refuses to open a
+    # path twice in one process: close the inherited (read-only) ones so that the child opens its
+    # own.  Closing may release the parent's reader slots in the lock file, which only matters to a
+    # concurrent writer; the databases read here are never written in place.
+    global _ENVS_LOCK
+    for env, _ in list(_ENVS.values()):
+        with contextlib.suppress(Exception):
+            env.close()
+    _ENVS.clear()
+    _ENVS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _lmdb():
     try:
         import lmdb

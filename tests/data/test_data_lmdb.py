@@ -164,3 +164,22 @@ def test_tools_scripts_run(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Processed 2 files." in run.stderr
     assert next(iter_datums(tmp_path / "db"))[1].encoded
+
+
+def test_ranks_in_other_processes_read_one_database(tmp_path):
+    """Several processes (ranks) read one LMDB at once; a forked child opens its own environment."""
+    import multiprocessing
+    with LMDBWriter(tmp_path / "db") as w:
+        for i in range(6):
+            w.put(f"{i:08d}", str(i).encode())
+    with LMDBReader(tmp_path / "db") as parent:          # open in the parent before forking
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(2) as pool:
+            got = pool.starmap(_read_rank, [(str(tmp_path / "db"), r) for r in range(2)])
+        assert parent.next()[1] == b"0"
+    assert got == [[b"0", b"2", b"4"], [b"1", b"3", b"5"]]
+
+
+def _read_rank(path, rank):
+    with LMDBReader(path, rank=rank, num_ranks=2) as reader:
+        return [reader.next()[1] for _ in range(3)]
