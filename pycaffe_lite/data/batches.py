@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from ..proto import caffe_pb2
 from .datum import DataError, _key_text, datum_to_array, parse_datum, read_image
 from .lmdb_io import LMDBReader
 
@@ -70,6 +71,9 @@ class LMDBRecords:
     def next(self):
         return self.reader.next()
 
+    def next_many(self, count):
+        return self.reader.next_many(count)
+
     def decode(self, key, value):
         datum = parse_datum(value, self.source, key)
         image, layout = self.transformer.decode(datum, self.source, key)
@@ -80,18 +84,35 @@ class LMDBRecords:
         first = parse_datum(records[0][1], self.source, records[0][0])
         if first.encoded:
             return None
-        arrays, labels = [], []
-        for i, (key, value) in enumerate(records):
-            datum = first if i == 0 else parse_datum(value, self.source, key)
-            if datum.encoded:
+        shape = (first.channels, first.height, first.width)
+        if not first.data:
+            arrays, labels = [], []
+            for i, (key, value) in enumerate(records):
+                datum = first if i == 0 else parse_datum(value, self.source, key)
+                if datum.encoded:
+                    return None
+                arrays.append(datum_to_array(datum, self.source, key))
+                labels.append(datum.label)
+            if len({a.shape for a in arrays}) != 1 or len({a.dtype for a in arrays}) != 1:
                 return None
-            arrays.append(datum_to_array(datum, self.source, key))
+            return np.stack(arrays), labels
+        # uint8 Datums: join the payloads and view them as one (N, C, H, W) array.
+        datum_to_array(first, self.source, records[0][0])      # checks the first record's size
+        size = len(first.data)
+        payloads, labels = [first.data], [first.label]
+        datum = caffe_pb2.Datum()
+        for key, value in records[1:]:
+            try:
+                datum.ParseFromString(value)
+            except Exception:
+                return None          # the per-item path names the broken record
+            if (datum.encoded or len(datum.data) != size
+                    or (datum.channels, datum.height, datum.width) != shape):
+                return None
+            payloads.append(datum.data)
             labels.append(datum.label)
-        shapes = {a.shape for a in arrays}
-        dtypes = {a.dtype for a in arrays}
-        if len(shapes) != 1 or len(dtypes) != 1:
-            return None
-        return np.stack(arrays), labels
+        stack = np.frombuffer(b"".join(payloads), np.uint8).reshape((len(records),) + shape)
+        return stack, labels
 
     def close(self):
         self.reader.close()
@@ -234,7 +255,8 @@ class BatchLoader:
             raise self._wrap(exc, key) from exc
 
     def next_batch(self):
-        records = [self.records.next() for _ in range(self.batch_size)]
+        many = getattr(self.records, "next_many", None)
+        records = many(self.batch_size) if many else [self.records.next() for _ in range(self.batch_size)]
         first = self.count
         self.count += self.batch_size
         label = self.alloc((self.batch_size,), self.dtype) if self.output_labels else None

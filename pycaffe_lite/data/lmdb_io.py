@@ -123,7 +123,9 @@ class LMDBReader:
         self.path = os.fspath(path)
         self.rank, self.num_ranks = int(rank), max(1, int(num_ranks))
         self.log_wrap = log_wrap
+        self._lmdb_error = _lmdb().Error
         self.env = open_env(self.path)
+        log.info("Opened lmdb %s", self.path)
         self._txn = self._cursor = None
         self._offset = 0          # records passed since the start (Caffe's offset_)
         self.epoch = 0
@@ -133,7 +135,7 @@ class LMDBReader:
             self._cursor = self._txn.cursor()
             if not self._cursor.first():
                 raise DataError(f"LMDB '{self.path}' has no records", self.path)
-            self._skip()
+            self._guard(self._skip)
         except BaseException:
             self.close()
             raise
@@ -142,36 +144,61 @@ class LMDBReader:
         return self.env.stat()["entries"]
 
     def _guard(self, action):
-        lmdb = _lmdb()
         try:
             return action()
-        except lmdb.Error as exc:
-            key = self.key
-            raise DataError(f"LMDB '{self.path}' failed near record '{_key_text(key)}': {exc}",
-                            self.path, key) from exc
+        except self._lmdb_error as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc):
+        return DataError(f"LMDB '{self.path}' failed near record '{_key_text(self.key)}': {exc}",
+                         self.path, self.key)
 
     def _advance(self):
         self._offset += 1
-        if not self._guard(self._cursor.next):
+        if not self._cursor.next():
             if self.log_wrap:
                 log.info("Restarting data prefetching from start.")
             self.epoch += 1
-            self._guard(self._cursor.first)
+            self._cursor.first()
 
     def _skip(self):
         while self.num_ranks > 1 and self._offset % self.num_ranks != self.rank:
             self._advance()
-        self.key = self._guard(self._cursor.key)
+        self.key = self._cursor.key()
 
     def peek(self):
-        return self._guard(self._cursor.key), self._guard(self._cursor.value)
+        return self._guard(self._cursor.item)
 
     def next(self):
-        key, value = self.peek()
-        self.key = key
-        self._advance()
-        self._skip()
+        """The current (key, value); then advance, wrapping at the end."""
+        try:
+            key, value = self._cursor.item()
+            self.key = key
+            self._advance()
+            self._skip()
+        except self._lmdb_error as exc:
+            raise self._failure(exc) from exc
         return key, value
+
+    def next_many(self, count):
+        """The next `count` records (a batch), in one tight loop."""
+        cursor, out = self._cursor, []
+        try:
+            for _ in range(count):
+                item = cursor.item()
+                out.append(item)
+                self.key = item[0]
+                self._offset += 1
+                if not cursor.next():
+                    if self.log_wrap:
+                        log.info("Restarting data prefetching from start.")
+                    self.epoch += 1
+                    cursor.first()
+                if self.num_ranks > 1:
+                    self._skip()
+        except self._lmdb_error as exc:
+            raise self._failure(exc) from exc
+        return out
 
     def next_datum(self):
         key, value = self.next()

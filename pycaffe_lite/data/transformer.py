@@ -15,6 +15,11 @@ Our augmentation (augment.py) wraps around it:
 
     decode -> geometric augmentation (HWC) -> crop -> to float ->
     colour jitter, lighting -> subtract mean -> scale -> mirror
+
+The geometric part is drawn first (Augmenter.plan) and rendered together
+with the crop as one resampling of just the kept window; the mirror is
+applied while copying, with the mean crop flipped alike, which equals
+Caffe's per-pixel loop exactly.
 """
 import logging
 
