@@ -14,11 +14,12 @@ exception in the reader is handed to the consumer: the next `get()` raises
 it (a DataError names the database and record) and the thread is gone.
 
 Device staging is a hook, `Stager`: the loader allocates each batch with
-`stager.empty(shape, dtype)` and the prefetch thread calls
-`stager.to_device(arrays)` before queuing.  On the CPU both are trivial; with
-CuPy the host buffers are pinned and the copy runs on the stager's own
-stream, synchronised before the batch is queued, so the consumer only ever
-sees batches already on the device (Caffe's async_gpu_push).
+`stager.empty(shape, dtype)`, the prefetch thread calls
+`stager.to_device(arrays)` before queuing, and `get()` calls the batch's
+`wait()` when it has one.  On the CPU all three are trivial; on the GPU,
+pycaffe_lite.gpu.staging.DeviceStager builds batches in pinned memory and
+copies them on its own stream, and `wait()` makes the net's stream wait for
+that copy's event (Caffe's async_gpu_push, without blocking Python).
 """
 import atexit
 import logging
@@ -53,60 +54,13 @@ class Stager:
         pass
 
 
-class CupyStager(Stager):
-    """GPU staging: pinned host buffers, asynchronous copies on a dedicated stream.
-
-    A host buffer is reused as soon as its copy has completed (the stream is
-    synchronised before the batch is queued), so one buffer per shape and
-    slot is enough.
-    """
-
-    def __init__(self, device_id=0):
-        from ..backend import cupy_module
-        self.cupy = cupy_module()
-        self.device_id = int(device_id)
-        self._free = {}     # (shape, dtype) -> [pinned buffers whose copy has completed]
-        self._in_use = []
-        self._stream = None
-
-    def thread_setup(self):
-        self.cupy.cuda.Device(self.device_id).use()
-        self._stream = self.cupy.cuda.Stream(non_blocking=True)
-
-    def empty(self, shape, dtype):
-        import cupyx
-        key = (tuple(int(s) for s in shape), np.dtype(dtype).str)
-        free = self._free.setdefault(key, [])
-        buf = free.pop() if free else cupyx.empty_pinned(key[0], np.dtype(dtype))
-        self._in_use.append((key, buf))
-        return buf
-
-    def to_device(self, arrays):
-        cp = self.cupy
-        if self._stream is None:
-            self.thread_setup()
-        out = []
-        with cp.cuda.Device(self.device_id):
-            for host in arrays:
-                if host is None:
-                    out.append(None)
-                    continue
-                dev = cp.empty(host.shape, host.dtype)
-                dev.set(host, stream=self._stream)
-                out.append(dev)
-            self._stream.synchronize()
-        if len(self._free) > 8:      # batch shapes keep changing: do not hoard pinned memory
-            self._free.clear()
-        for key, buf in self._in_use:
-            self._free.setdefault(key, []).append(buf)
-        self._in_use.clear()
-        return tuple(out)
-
-
 def stager_for(array):
-    """The Stager for blobs whose data is `array` (NumPy -> CPU, CuPy -> its device)."""
+    """The Stager for blobs whose data is `array`: NumPy -> Stager(); CuPy -> the GPU backend's
+    DeviceStager (pycaffe_lite.gpu.staging: pinned buffers, a copy stream, an event the net's
+    stream waits on).  Call it on the thread that will consume the batches."""
     if type(array).__module__.startswith("cupy"):
-        return CupyStager(array.device.id)
+        from ..gpu.staging import make_stager
+        return make_stager(array)
     return Stager()
 
 
@@ -198,7 +152,8 @@ class Prefetcher:
             self.close()
             raise item.exc
         self.batches += 1
-        return item
+        wait = getattr(item, "wait", None)       # a device batch: order this thread's stream after its copy
+        return wait() if wait is not None else item
 
     def close(self, timeout=10.0):
         """Stop the thread and join it; safe to call twice, from any thread."""
@@ -215,6 +170,12 @@ class Prefetcher:
         elif thread is None:
             self._run_cleanup()
         self._drain()
+        closer = getattr(self._stager, "close", None)
+        if closer is not None and not (thread is not None and thread.is_alive()):
+            try:
+                closer()
+            except Exception:  # pragma: no cover - best effort at shutdown
+                log.exception("prefetcher '%s': closing the stager failed", self.name)
         _LIVE.discard(self)
 
     def _drain(self):

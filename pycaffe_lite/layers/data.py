@@ -16,7 +16,8 @@ exits.
     }
 
 Tops: data (batch, C, H, W) in the net's dtype, and label (batch,) when a
-second top is given.  Errors in the reader (a corrupt record, an image that
+second top is given.  On the GPU (CuPy tops) batches are built in pinned
+memory and copied on their own stream (pycaffe_lite.gpu.staging).  Errors in the reader (a corrupt record, an image that
 does not decode) reach `forward` as a DataError naming the database and key.
 """
 import logging
