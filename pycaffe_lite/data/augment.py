@@ -197,9 +197,11 @@ def _gray(chw):
 
 
 def _mean_gray(chw):
+    """mean(gray(x)) without building the gray image: the weighted channel means."""
+    means = chw.reshape(chw.shape[0], -1).mean(axis=1)
     if chw.shape[0] == 3:
-        return float(sum(float(w) * float(chw[c].mean(dtype=np.float64)) for c, w in enumerate(_BGR_GRAY)))
-    return float(chw.mean(dtype=np.float64))
+        return float(_BGR_GRAY @ means)
+    return float(means.mean())
 
 
 def color_jitter(chw, rng, brightness=0.0, contrast=0.0, saturation=0.0):
