@@ -1,9 +1,12 @@
 """Blob: an N-d array of values (`data`) and of gradients (`diff`), as in Caffe.
 
-`data` and `diff` are plain NumPy (or CuPy) arrays.  Writing into them
-(`blob.data[...] = x`) writes through; a layer may also hand over a whole new
-array (`top.data = y`), which must have the blob's shape.  `diff` is
-allocated on first use, so blobs that never see a gradient cost no memory.
+`data` and `diff` are plain NumPy (or CuPy) arrays whose memory stays put, as
+Caffe's SyncedMemory does: a view taken before a forward pass sees its
+results.  Writing into them (`blob.data[...] = x`) writes through, and so
+does assigning (`top.data = y` copies y in; y must have the blob's shape).
+Only `share_data` / `share_diff` make two blobs use one array (Split,
+Flatten).  `diff` is allocated on first use, so blobs that never see a
+gradient cost no memory.
 """
 import numpy as np
 
@@ -83,7 +86,7 @@ class Blob:
 
     @data.setter
     def data(self, value):
-        self._data = self._checked(value, "data")
+        self._copy_in(self._data, value, "data")
 
     @property
     def diff(self):
@@ -93,7 +96,7 @@ class Blob:
 
     @diff.setter
     def diff(self, value):
-        self._diff = self._checked(value, "diff")
+        self._copy_in(self.diff, value, "diff")
 
     @property
     def has_diff(self):
@@ -103,14 +106,24 @@ class Blob:
         if tuple(value.shape) != self._shape:
             raise ValueError(f"cannot set blob {what} of shape {self._shape} "
                              f"to an array of shape {tuple(value.shape)}")
-        return value if value.dtype == self.dtype else value.astype(self.dtype)
+        return value
+
+    def _copy_in(self, target, value, what):
+        if value is not target:
+            backend.copy_into(target, self._checked(value, what))
 
     def share_data(self, other):
-        """Use other's data array (Caffe's ShareData); shapes must agree."""
-        self.data = other.data
+        """Use other's data array itself (Caffe's ShareData); counts must agree."""
+        self._data = self._shared(other.data, "data")
 
     def share_diff(self, other):
-        self.diff = other.diff
+        self._diff = self._shared(other.diff, "diff")
+
+    def _shared(self, array, what):
+        if array.size != self.count:
+            raise ValueError(f"cannot share a {what} array of {array.size} values with a blob "
+                             f"of shape {self._shape}")
+        return array if tuple(array.shape) == self._shape else array.reshape(self._shape)
 
     def zero_diff(self):
         if self._diff is not None:

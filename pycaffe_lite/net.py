@@ -400,8 +400,8 @@ class Net(NetHelpersMixin):
         if owner.shape == blob.shape:
             layer.blobs[j] = owner
         else:  # PERMISSIVE: same values under this layer's shape
-            blob.data = owner.data.reshape(blob.shape)
-            blob.diff = owner.diff.reshape(blob.shape)
+            blob.share_data(owner)
+            blob.share_diff(owner)
 
     def _prune_backward(self, force_backward):
         """Skip backward where nothing reaches a loss (Caffe's Net::Init, second pass)."""
@@ -463,7 +463,7 @@ class Net(NetHelpersMixin):
                 if value.shape[0] != self.blobs[name].shape[0]:
                     raise ValueError(f"input '{name}' has batch {value.shape[0]}, the blob "
                                      f"{self.blobs[name].shape[0]}; call reshape first")
-                self.blobs[name].data[...] = value
+                backend.copy_into(self.blobs[name].data, value)
         self.forward_from_to(start_i, end_i)
         return {name: self.blobs[name].data for name in wanted}
 
@@ -475,7 +475,7 @@ class Net(NetHelpersMixin):
             if set(top_diffs) != set(self.outputs):
                 raise ValueError(f"top diff arguments {sorted(top_diffs)} do not match net outputs {self.outputs}")
             for name, value in top_diffs.items():
-                self.blobs[name].diff[...] = value
+                backend.copy_into(self.blobs[name].diff, value)
         self.backward_from_to(start_i, end_i)
         return {name: self.blobs[name].diff for name in wanted}
 
@@ -519,7 +519,10 @@ class Net(NetHelpersMixin):
 
     # ---- weights ------------------------------------------------------------
     def copy_from(self, weights):
-        """Copy parameters by layer name from a .caffemodel path (or NetParameter)."""
+        """Copy parameters by layer name from a .caffemodel (binary, or HDF5 when the name
+        ends in .h5, as Caffe decides) or a NetParameter."""
+        if not isinstance(weights, caffe_pb2.NetParameter) and os.fspath(weights).endswith(".h5"):
+            return self.load_hdf5(os.fspath(weights))
         source = weights if isinstance(weights, caffe_pb2.NetParameter) else read_weights(os.fspath(weights))
         origin = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else os.fspath(weights)
         by_name = self.layer_dict
@@ -541,8 +544,7 @@ class Net(NetHelpersMixin):
                         f"Source param shape is {blob_proto_shape(proto)}; target param shape is {blob.shape}. "
                         "To learn this layer's parameters from scratch rather than copying from a saved "
                         "net, rename the layer.")
-                values = blob_proto_to_array(proto).reshape(blob.shape)
-                blob.data[...] = blob._xp.asarray(values)
+                backend.copy_into(blob.data, blob_proto_to_array(proto).reshape(blob.shape))
 
     copy_trained_layers_from = copy_from
 

@@ -102,7 +102,7 @@ def test_backward_is_pruned_where_nothing_reaches_a_loss(tmp_path):
             param { lr_mult: 0 } param { lr_mult: 0 } inner_product_param { num_output: 4 } }
     layer { name: "ip" type: "InnerProduct" bottom: "f" top: "ip" inner_product_param { num_output: 4 } }
     layer { name: "side" type: "InnerProduct" bottom: "f" top: "side" inner_product_param { num_output: 2 } }
-    layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "loss" }
+    layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "ip" bottom: "label" top: "loss" }
     """
     net = net_from_text(text, tmp_path)
     need = dict(zip(net.layer_names, net.layer_need_backward))
@@ -111,6 +111,7 @@ def test_backward_is_pruned_where_nothing_reaches_a_loss(tmp_path):
     assert need["side"] is False     # its top reaches no loss
     forced = net_from_text("force_backward: true\n" + text, tmp_path)
     assert all(forced.layer_need_backward)
+    # force_backward reaches every bottom a layer allows: not a loss layer's labels
     assert forced.bottom_need_backward[forced.layer_names.index("loss")] == [True, False]
 
 

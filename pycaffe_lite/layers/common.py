@@ -183,7 +183,7 @@ class ConcatLayer(Layer):
 
     def forward(self, bottom, top):
         if len(bottom) == 1:
-            top[0].data = bottom[0].data
+            top[0].share_data(bottom[0])
             return
         xp = get_array_module(bottom[0].data)
         top[0].data = xp.concatenate([b.data for b in bottom], axis=self.axis)
@@ -198,7 +198,7 @@ class ConcatLayer(Layer):
         for blob, down in zip(bottom, propagate_down):
             size = blob.shape[self.axis]
             if down:
-                blob.diff = g[_along(self.axis, offset, offset + size)].copy()
+                blob.diff = g[_along(self.axis, offset, offset + size)]
             offset += size
 
 
@@ -245,11 +245,11 @@ class SliceLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         if len(top) == 1:
-            top[0].data = x
+            top[0].share_data(bottom[0])
             return
         offset = 0
         for blob, size in zip(top, self.sizes):
-            blob.data = x[_along(self.axis, offset, offset + size)].copy()
+            blob.data = x[_along(self.axis, offset, offset + size)]
             offset += size
 
     def backward(self, top, propagate_down, bottom):
@@ -365,11 +365,11 @@ class _ViewLayer(Layer):
             raise ValueError(self.error("does not allow in-place computation"))
 
     def forward(self, bottom, top):
-        top[0].data = bottom[0].data.reshape(top[0].shape)
+        top[0].share_data(bottom[0])   # a new shape over the same values, as Caffe's ShareData
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff = top[0].diff.reshape(bottom[0].shape)
+            bottom[0].share_diff(top[0])
 
 
 @register("Flatten", v1="FLATTEN")
@@ -862,7 +862,7 @@ class BiasLayer(Layer):
         elif propagate_down[1]:
             bottom[1].diff = _per_channel_sum(g, *self.dims, bottom[1].shape)
         if propagate_down[0] and bottom[0] is not top[0]:
-            bottom[0].diff = g.copy()
+            bottom[0].diff = g
 
 
 @register("Scale")
@@ -907,7 +907,8 @@ class ScaleLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self._x = x   # kept for the scale gradient, also when computing in place
+        # kept for the scale gradient; in place the top overwrites x, so keep a copy
+        self._x = x.copy() if top[0] is bottom[0] else x
         outer, dim, inner = self.dims
         y = x.reshape(outer, dim, inner) * self._scale(bottom).data.reshape(1, dim, 1)
         if self.bias_term:

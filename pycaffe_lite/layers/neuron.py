@@ -1,9 +1,9 @@
 """Neuron layers: one bottom, one top of the same shape, computed elementwise.
 
-Every layer here may run in place (`top: "x"` on `bottom: "x"`).  A layer
-hands its result over as a new array (`top[0].data = y`), so the input array
-is left untouched; a layer whose gradient needs the input keeps a reference
-to it (as Caffe keeps `bottom_memory_`), the others let it go.
+Every layer here may run in place (`top: "x"` on `bottom: "x"`).  The result
+is written into the top's array, which in place is the input's; a layer
+whose gradient needs the input then keeps a copy of it first (as Caffe keeps
+`bottom_memory_`), the others work from the output alone.
 
     layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1"
             relu_param { negative_slope: 0.1 } }
@@ -38,7 +38,8 @@ class PointwiseLayer(NeuronLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self._x = x if self.keeps_input() else None
+        in_place = top[0] is bottom[0]
+        self._x = (x.copy() if in_place else x) if self.keeps_input() else None
         top[0].data = self.compute(get_array_module(x), x)
 
     def backward(self, top, propagate_down, bottom):
@@ -326,7 +327,7 @@ class DropoutLayer(NeuronLayer):
             self._mask = self.draw_mask(xp, x.shape, x.dtype)
             top[0].data = x * self._mask
         elif top[0] is not bottom[0]:
-            top[0].data = x.copy()
+            top[0].data = x
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -334,7 +335,7 @@ class DropoutLayer(NeuronLayer):
         if self.phase == caffe_pb2.TRAIN:
             bottom[0].diff = top[0].diff * self._mask
         elif top[0] is not bottom[0]:
-            bottom[0].diff = top[0].diff.copy()
+            bottom[0].diff = top[0].diff
 
 
 @register("PReLU")
@@ -378,7 +379,7 @@ class PReLULayer(NeuronLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self._x = x
+        self._x = x.copy() if top[0] is bottom[0] else x   # in place, the top overwrites x
         xp = get_array_module(x)
         top[0].data = xp.where(x > 0, x, x * self._slope(x))
 

@@ -103,7 +103,7 @@ class BatchNormLayer(Layer):
         # Kept for backward in its own copy, as Caffe's x_norm_: a later in-place layer may
         # write into top's array.
         self._x_norm = centered / self._std
-        top[0].data = self._x_norm.reshape(bottom[0].shape).copy()
+        top[0].data = self._x_norm.reshape(bottom[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

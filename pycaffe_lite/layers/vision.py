@@ -741,7 +741,7 @@ class CropLayer(Layer):
         top[0].reshape(shape)
 
     def forward(self, bottom, top):
-        top[0].data = bottom[0].data[self.slices].copy()
+        top[0].data = bottom[0].data[self.slices]
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
