@@ -29,15 +29,18 @@ TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 # --------------------------------------------------------------------------
 # Reading prototxt and binary protos
 # --------------------------------------------------------------------------
+def _read(path, mode):
+    try:
+        with open(path, mode) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def read_text_proto(path, message):
     """Parse a text-format protobuf file; errors name the file, line and column."""
     try:
-        with open(path, "r") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text_format.Merge(text, message)
+        text_format.Merge(_read(path, "r"), message)
     except text_format.ParseError as exc:
         raise ValueError(f"{path}:{exc}") from None
     return message
@@ -45,23 +48,21 @@ def read_text_proto(path, message):
 
 def read_binary_proto(path, message):
     try:
-        with open(path, "rb") as handle:
-            payload = handle.read()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        message.ParseFromString(payload)
+        message.ParseFromString(_read(path, "rb"))
     except Exception as exc:  # protobuf's DecodeError
         raise ValueError(f"{path}: not a binary {message.DESCRIPTOR.name} ({exc})") from None
     return message
 
 
+def _upgraded(param, source):
+    if upgrade.net_needs_upgrade(param):
+        upgrade.upgrade_net(param, str(source))
+    return param
+
+
 def read_net_param(path):
     """A NetParameter from a prototxt, upgraded from legacy formats."""
-    param = read_text_proto(path, caffe_pb2.NetParameter())
-    if upgrade.net_needs_upgrade(param):
-        upgrade.upgrade_net(param, str(path))
-    return param
+    return _upgraded(read_text_proto(path, caffe_pb2.NetParameter()), path)
 
 
 def read_solver_param(path):
@@ -72,10 +73,7 @@ def read_solver_param(path):
 
 def read_weights(path):
     """A trained NetParameter (.caffemodel), upgraded from legacy formats."""
-    param = read_binary_proto(path, caffe_pb2.NetParameter())
-    if upgrade.net_needs_upgrade(param):
-        upgrade.upgrade_net(param, str(path))
-    return param
+    return _upgraded(read_binary_proto(path, caffe_pb2.NetParameter()), path)
 
 
 # --------------------------------------------------------------------------
@@ -251,8 +249,7 @@ class Net(NetHelpersMixin):
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(model)
-            if upgrade.net_needs_upgrade(param):
-                upgrade.upgrade_net(param)
+            _upgraded(param, "<NetParameter>")
             self.source = "<NetParameter>"
         else:
             param = read_net_param(os.fspath(model))
