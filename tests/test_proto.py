@@ -379,7 +379,11 @@ def test_extensions_are_numbered_from_1000_and_marked():
         if message in ("V1LayerParameter", "V0LayerParameter"):
             continue  # BVLC's own 1001 / 1002 fields
         ours.append(line.strip())
-        assert "pycaffe_lite extension" in lines[i - 1] + line, line
+        comment, j = [line], i - 1
+        while j >= 0 and lines[j].strip().startswith("//"):  # the comment block just above
+            comment.append(lines[j])
+            j -= 1
+        assert any("pycaffe_lite extension" in c for c in comment), line
     assert ours, "the ConvolutionParameter.Engine extensions are missing"
 
 
