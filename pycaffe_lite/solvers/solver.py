@@ -530,7 +530,7 @@ class Solver:
             state_io.require_h5py()
             model_filename = self.snapshot_filename(".caffemodel.h5")
             log.info("Snapshotting to HDF5 file %s", model_filename)
-            state_io.save_net_hdf5(self.net, model_filename, self.param.snapshot_diff)
+            self.net.save_hdf5(model_filename, self.param.snapshot_diff)
         else:
             model_filename = self.snapshot_filename(".caffemodel")
             log.info("Snapshotting to binary proto file %s", model_filename)

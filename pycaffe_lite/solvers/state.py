@@ -3,20 +3,18 @@
 Binary: `<prefix>_iter_N.caffemodel` (a NetParameter) and `.solverstate` (a
 SolverState: iter, learned_net, current_step, one BlobProto per history
 buffer).  HDF5 (snapshot_format: HDF5, needs h5py): `.caffemodel.h5` with a
-group `data/<layer>/<i>` per parameter (Caffe's Net::ToHDF5) and
-`.solverstate.h5` with datasets iter, learned_net, current_step and a group
-history/<i>.  Every file is written to a temporary name and renamed into
+group `data/<layer>/<i>` per parameter (Caffe's Net::ToHDF5, written by
+Net.save_hdf5) and `.solverstate.h5` with datasets iter, learned_net,
+current_step and a group history/<i>.  Every file is written to a temporary name and renamed into
 place, so an interrupted snapshot never leaves a truncated file.
 """
-import contextlib
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from .. import backend
-from ..io_utils import write_bytes_atomic
+from ..io_utils import atomic_write, write_bytes_atomic
 from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto
 from ..proto import caffe_pb2
 
@@ -70,12 +68,8 @@ def resolve_learned_net(learned_net, state_file):
 # weights
 # ---------------------------------------------------------------------------
 def copy_weights(net, path):
-    """net.copy_from for .caffemodel; Caffe's HDF5 layout for .h5 files."""
-    path = os.fspath(path)
-    if path.endswith(".h5"):
-        copy_weights_hdf5(net, path)
-    else:
-        net.copy_from(path)
+    """Trained layers from a .caffemodel, or Caffe's HDF5 layout for a .h5 file (Net.copy_from decides)."""
+    net.copy_from(os.fspath(path))
 
 
 def require_h5py():
@@ -87,83 +81,12 @@ def require_h5py():
     return h5py
 
 
-@contextlib.contextmanager
-def _atomic_path(path):
-    """A temporary path beside `path`, renamed onto it when the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _owned_blobs(net):
-    """(layer name, [(index, blob)]) for every layer, leaving out parameters owned by an earlier layer."""
-    seen = set()
-    for name, layer in zip(net.layer_names, net.layers):
-        owned = []
-        for j, blob in enumerate(layer.blobs):
-            if id(blob) not in seen:
-                seen.add(id(blob))
-                owned.append((j, blob))
-        yield name, owned
-
-
-def save_net_hdf5(net, path, write_diff=False):
-    h5py = require_h5py()
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        data = f.create_group("data")
-        diff = f.create_group("diff") if write_diff else None
-        for name, owned in _owned_blobs(net):
-            group = data.create_group(name)
-            diff_group = diff.create_group(name) if write_diff else None
-            for j, blob in owned:
-                group.create_dataset(str(j), data=backend.to_numpy(blob.data))
-                if write_diff:
-                    diff_group.create_dataset(str(j), data=backend.to_numpy(blob.diff))
-
-
-def copy_weights_hdf5(net, path):
-    h5py = require_h5py()
-    by_name = net.layer_dict
-    with h5py.File(path, "r") as f:
-        if "data" not in f:
-            raise ValueError(f"{path}: no 'data' group; not a Caffe HDF5 model")
-        owners = dict(_owned_blobs(net))
-        for name in f["data"]:
-            layer = by_name.get(name)
-            if layer is None:
-                log.info("Ignoring source layer %s", name)
-                continue
-            group = f["data"][name]
-            if len(group) > len(layer.blobs):
-                raise ValueError(f"{path}: Incompatible number of blobs for layer '{name}': source has "
-                                 f"{len(group)}, target {len(layer.blobs)}")
-            owned = {j for j, _ in owners[name]}
-            for j, blob in enumerate(layer.blobs):
-                if str(j) not in group:
-                    if j in owned:
-                        raise ValueError(f"{path}: Incompatible number of blobs for layer '{name}': "
-                                         f"parameter {j} is missing")
-                    continue  # shared with an earlier layer, saved there
-                values = np.asarray(group[str(j)])
-                if tuple(values.shape) != tuple(blob.shape):
-                    raise ValueError(f"{path}: cannot copy param {j} of layer '{name}': source shape "
-                                     f"{tuple(values.shape)}, target shape {blob.shape}")
-                blob.data[...] = blob._xp.asarray(values.astype(blob.dtype, copy=False))
-
-
 # ---------------------------------------------------------------------------
 # HDF5 solver state
 # ---------------------------------------------------------------------------
 def save_state_hdf5(path, iteration, learned_net, current_step, history):
     h5py = require_h5py()
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_write(path, "w+b") as handle, h5py.File(handle, "w") as f:
         f.create_dataset("iter", data=np.array([iteration], np.int32))
         f.create_dataset("learned_net", data=np.bytes_(learned_net))
         f.create_dataset("current_step", data=np.array([current_step], np.int32))
