@@ -25,16 +25,26 @@ def _variance_n(param, shape):
     return fan_out if norm == FP.FAN_OUT else fan_in
 
 
-def _constant(p, shape, rng):
-    return np.full(shape, p.value)
+# Draws are made in the blob's precision (float32 draws are about twice as fast,
+# which matters for the 61M weights of AlexNet); `dtype` is float32 or float64.
+def _draw_uniform(rng, low, high, shape, dtype):
+    return rng.random(shape, dtype=dtype) * dtype.type(high - low) + dtype.type(low)
 
 
-def _uniform(p, shape, rng):
-    return rng.uniform(p.min, p.max, shape)
+def _draw_normal(rng, mean, std, shape, dtype):
+    return rng.standard_normal(shape, dtype=dtype) * dtype.type(std) + dtype.type(mean)
 
 
-def _gaussian(p, shape, rng):
-    values = rng.normal(p.mean, p.std, shape)
+def _constant(p, shape, rng, dtype):
+    return np.full(shape, p.value, dtype)
+
+
+def _uniform(p, shape, rng, dtype):
+    return _draw_uniform(rng, p.min, p.max, shape, dtype)
+
+
+def _gaussian(p, shape, rng, dtype):
+    values = _draw_normal(rng, p.mean, p.std, shape, dtype)
     if p.sparse >= 0:
         # Keep each weight with probability sparse / num_outputs.
         if len(shape) < 1:
@@ -44,23 +54,23 @@ def _gaussian(p, shape, rng):
     return values
 
 
-def _positive_unitball(p, shape, rng):
-    values = rng.uniform(0.0, 1.0, shape)
+def _positive_unitball(p, shape, rng, dtype):
+    values = _draw_uniform(rng, 0.0, 1.0, shape, dtype)
     rows = values.reshape(shape[0], -1)
     rows /= rows.sum(axis=1, keepdims=True)
     return values
 
 
-def _xavier(p, shape, rng):
+def _xavier(p, shape, rng, dtype):
     scale = np.sqrt(3.0 / _variance_n(p, shape))
-    return rng.uniform(-scale, scale, shape)
+    return _draw_uniform(rng, -scale, scale, shape, dtype)
 
 
-def _msra(p, shape, rng):
-    return rng.normal(0.0, np.sqrt(2.0 / _variance_n(p, shape)), shape)
+def _msra(p, shape, rng, dtype):
+    return _draw_normal(rng, 0.0, np.sqrt(2.0 / _variance_n(p, shape)), shape, dtype)
 
 
-def _bilinear(p, shape, rng):
+def _bilinear(p, shape, rng, dtype):
     # Upsampling kernel for a Deconvolution layer (Caffe's BilinearFiller).
     if len(shape) != 4 or shape[2] != shape[3]:
         raise ValueError(f"the bilinear filler needs a 4-D blob with square kernels, got {tuple(shape)}")
@@ -86,4 +96,6 @@ def fill(filler_param, shape, dtype=np.float32):
     except KeyError:
         raise ValueError(f"unknown filler type '{filler_param.type}'; known: "
                          + ", ".join(sorted(FILLERS))) from None
-    return np.asarray(make(filler_param, shape, backend.rng()), dtype=dtype)
+    dtype = np.dtype(dtype)
+    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    return np.asarray(make(filler_param, shape, backend.rng(), draw_dtype), dtype=dtype)
