@@ -1,0 +1,138 @@
+"""`engine: AUTO`: time the engines that apply, once per distinct layer shape.
+
+For a shape seen for the first time, every applicable engine runs once on
+random data of that shape (after a small warm-up, so that Numba compiles
+are not timed): forward and backward for a Convolution, or the transposed
+pair for a Deconvolution.  The fastest wins, except that im2col (exact
+Caffe arithmetic) is kept unless another engine is at least `MARGIN`
+faster.  The choice is cached for the rest of the run and listed by
+`chosen_engines()` ({shape key: engine}), which `pycaffe-lite time` prints.
+
+What DEFAULT (and CAFFE, CUDNN) mean is decided in `resolve()`: im2col.
+AUTO is opt-in because its timings are only as good as the machine is quiet
+(a shared 2-core machine can flip a close call from run to run, and then two
+runs differ in the last bits), because it spends a few forward/backward
+passes per new shape, and because Winograd F(4x4) is about 1e-5 relative
+less precise in float32.  Where it is a win (3x3 stride-1 layers with many
+channels: Winograd; large stride-1 kernels: FFT) ask for it, per layer or
+per net, with `engine: AUTO` (or FFT / WINOGRAD / WINOGRAD4 directly).
+"""
+import time
+
+import numpy as np
+
+from ..backend import get_array_module
+from .engines import ENGINES, get_engine
+from .geometry import shape_key
+
+MARGIN = 0.10          # another engine must beat im2col by 10 % to be chosen
+_CHOICES = {}          # shape key -> engine name
+_TIMINGS = {}          # shape key -> {engine name: seconds for forward + backward}
+
+# prototxt engine enum value -> engine name (None: AUTO)
+ENUM_NAMES = {0: "im2col", 1: "im2col", 2: "im2col", 1000: "fft", 1001: "winograd",
+              1002: "winograd4", 1003: None}
+
+
+def resolve(enum_value):
+    """Engine name for a ConvolutionParameter.engine value; None means AUTO.
+
+    DEFAULT, CAFFE and CUDNN (no cuDNN here, as Caffe built without it) are im2col."""
+    try:
+        return ENUM_NAMES[int(enum_value)]
+    except KeyError:
+        raise ValueError(f"unknown convolution engine value {enum_value}; known: "
+                         "DEFAULT, CAFFE, CUDNN, FFT, WINOGRAD, WINOGRAD4, AUTO") from None
+
+
+def candidates(geom, channels):
+    """Engines worth timing for this geometry (im2col first)."""
+    names = ["im2col"]
+    if geom.is_depthwise(channels) or geom.is_1x1:
+        return names          # im2col's direct depthwise / plain GEMM paths win outright
+    if ENGINES["winograd"].supports(geom):
+        names += ["winograd", "winograd4"]
+    if ENGINES["fft"].supports(geom) and max(geom.kernel) > 1:
+        names.append("fft")
+    return names
+
+
+def _device(xp):
+    return "cpu" if xp.__name__ == "numpy" else "gpu"
+
+
+def _random(xp, shape, dtype, rng):
+    return xp.asarray(rng.standard_normal(shape).astype(dtype))
+
+
+def _run(engine, kind, geom, x, w, dy, x_shape):
+    if kind == "conv":
+        engine.forward(x, w, None, geom)
+        engine.backward(x, w, dy, geom)
+    else:   # deconv: forward is the convolution's backward_data, backward its forward + dw
+        engine.backward_data(dy, w, geom, x_shape)
+        engine.forward(x, w, None, geom)
+        engine.backward_weights(x, dy, geom, w.shape)
+
+
+def _sync(xp):
+    if xp.__name__ != "numpy":
+        xp.cuda.Stream.null.synchronize()
+
+
+def choose(kind, x_shape, w_shape, geom, dtype, xp=np):
+    """The engine name for this shape, timing the candidates the first time.
+
+    kind: "conv" or "deconv"; x_shape / w_shape: the underlying convolution's
+    NCHW input and (K, C/g, kh, kw) weights (for a Deconvolution, its top is x)."""
+    key = shape_key(kind, x_shape, w_shape[0], geom, dtype, _device(xp))
+    if key in _CHOICES:
+        return _CHOICES[key]
+    names = candidates(geom, x_shape[1])
+    if len(names) == 1:
+        _CHOICES[key] = names[0]
+        return names[0]
+    rng = np.random.default_rng(0)
+    n, c, h, wd = x_shape
+    ho, wo = geom.output_hw(h, wd)
+    x = _random(xp, x_shape, dtype, rng)
+    w = _random(xp, w_shape, dtype, rng)
+    dy = _random(xp, (n, w_shape[0], ho, wo), dtype, rng)
+    small = (1,) + tuple(x_shape[1:])
+    xs, dys = x[:1], dy[:1]
+    timings = {}
+    for name in names:
+        engine = get_engine(name)
+        _run(engine, kind, geom, xs, w, dys, small)     # warm-up: Numba compiles, FFT plans
+        _sync(xp)
+        start = time.perf_counter()
+        _run(engine, kind, geom, x, w, dy, x_shape)
+        _sync(xp)
+        timings[name] = time.perf_counter() - start
+    best = min(timings, key=timings.get)
+    if best != "im2col" and timings[best] > (1 - MARGIN) * timings["im2col"]:
+        best = "im2col"
+    _CHOICES[key] = best
+    _TIMINGS[key] = timings
+    return best
+
+
+def chosen_engines():
+    """{shape key: engine name} of every AUTO choice made in this run."""
+    return dict(_CHOICES)
+
+
+def engine_timings():
+    """{shape key: {engine: seconds}} measured for the AUTO choices (forward + backward)."""
+    return {k: dict(v) for k, v in _TIMINGS.items()}
+
+
+def reset_choices():
+    _CHOICES.clear()
+    _TIMINGS.clear()
+
+
+def set_choice(kind, x_shape, k, geom, dtype, engine, device="cpu"):
+    """Pin the AUTO choice for a shape (e.g. from a previous run's `chosen_engines()`)."""
+    get_engine(engine)
+    _CHOICES[shape_key(kind, x_shape, k, geom, dtype, device)] = engine
