@@ -183,9 +183,14 @@ def depthwise_backward_weights_array(x, dy, geom, ws=None):
 # ---------------------------------------------------------------------------
 # the engine: forward, backward_data, backward_weights, backward
 # ---------------------------------------------------------------------------
-def supports(geom, x_shape, w_shape):
+def supports(geom, x_shape=None, w_shape=None):
     """im2col handles every 2-D convolution."""
     return True
+
+
+def _per_image_bytes(ckk, k, p, c, h, w, geom, dtype):
+    """Workspace bytes per image: columns, GEMM output, and the padded copy of the array path."""
+    return ((ckk + k) * p + c * (h + 2 * geom.pad[0]) * (w + 2 * geom.pad[1])) * dtype.itemsize
 
 
 def _contig(xp, a):
@@ -220,8 +225,7 @@ def forward(x, w, b, geom, out=None, ws=None):
             out += b.reshape(1, k, 1, 1)
         return out
     ckk = w[0].size * g
-    item = x.dtype.itemsize
-    nb = ws.chunk((ckk + k) * p * item, n)
+    nb = ws.chunk(_per_image_bytes(ckk, k, p, c, h, wd, geom, x.dtype), n)
     wg = w.reshape(g, kg, ckk // g)
     out3 = out.reshape(n, k, p)
     for n0 in range(0, n, nb):
@@ -296,7 +300,7 @@ def _backward(x, x_shape, w, w_shape, dy, geom, need_dx, need_dw, dx_out, ws):
             xp.matmul(w.reshape(g, kg, cg).transpose(0, 2, 1), dy4, out=dx_out.reshape(n, g, cg, p))
         return (dx_out if need_dx else None), dw
     ckk = cg * geom.kernel[0] * geom.kernel[1] * g
-    nb = ws.chunk((ckk + k) * p * dy.dtype.itemsize, n)
+    nb = ws.chunk(_per_image_bytes(ckk, k, p, c, h, wd, geom, dy.dtype), n)
     if need_dw:
         dw = xp.zeros((g, kg, ckk // g), dy.dtype)
     for n0 in range(0, n, nb):

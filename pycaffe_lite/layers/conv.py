@@ -7,206 +7,359 @@
 Weights are Caffe's (K, C/group, kh, kw) for Convolution and (C, K/group, kh, kw)
 for Deconvolution; the bias (K,) is added as a rank-1 offset.  Several bottoms
 give as many tops, all through the same weights (Caffe's BaseConvolutionLayer).
-`engine` picks the algorithm: DEFAULT/CAFFE im2col + GEMM, FFT, WINOGRAD
-(F(2x2,3x3)), WINOGRAD4 (F(4x4,3x3)), AUTO (timed once per shape).
+Output sizes are Caffe's: a Convolution rounds down,
+(in + 2p - (d(k-1)+1)) // s + 1; a Deconvolution gives s(in-1) + d(k-1)+1 - 2p.
+
+The spatial axes are those after `axis` (the channel axis, default 1); the
+axes before it are all batch.  One or two spatial axes are supported (a 1-D
+convolution is run as 2-D with a height of 1); more are refused.
+
+`engine` picks the algorithm (pycaffe_lite.conv): DEFAULT, CAFFE and CUDNN are
+im2col + GEMM; FFT (stride 1); WINOGRAD, F(2x2,3x3), and WINOGRAD4, F(4x4,3x3)
+(3x3, stride 1, dilation 1); AUTO times the applicable engines once per
+distinct shape (pycaffe_lite.conv.chosen_engines() lists the choices).  An
+engine asked for by name that cannot run the layer's geometry is an error.
 """
-from ..backend import get_array_module
+from ..conv import choice
 from ..conv import im2col as im2col_engine
+from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
+from ..backend import get_array_module
 from ..layer import Layer, register
-from ..proto import caffe_pb2
 
-Engine = caffe_pb2.ConvolutionParameter
+_ENGINE_ENUM = {0: "DEFAULT", 1: "CAFFE", 2: "CUDNN", 1000: "FFT", 1001: "WINOGRAD",
+                1002: "WINOGRAD4", 1003: "AUTO"}
 
 
-def geometry_from(p, layer):
-    """ConvGeometry from a ConvolutionParameter, with Caffe's defaults and rules."""
-    def pick(repeated, h, w, name, default):
-        if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):
-            if repeated:
-                raise ValueError(layer.error(f"gives both {name} and {name}_h/{name}_w; use one"))
-            return (h, w)
-        if len(repeated) > 2:
-            raise ValueError(layer.error(f"has {len(repeated)} {name} values; only 2-D convolution is supported"))
-        if not repeated:
-            return (default, default)
-        return (repeated[0], repeated[-1])
+def spatial_settings(p, layer, num_spatial):
+    """(kernel, stride, pad, dilation) lists of length num_spatial, Caffe's rules and messages."""
+    def per_axis(name, repeated, has_hw, h, w, default):
+        if has_hw:
+            if num_spatial != 2:
+                raise ValueError(layer.error(f"{name}_h & {name}_w can only be used for 2D convolution."))
+            if len(repeated):
+                raise ValueError(layer.error(f"Either {name} or {name}_h/w should be specified; not both."))
+            return [int(h), int(w)]
+        n = len(repeated)
+        allowed = (1, num_spatial) if default is None else (0, 1, num_spatial)
+        if n not in allowed:
+            field = "kernel_size" if name == "kernel" else name
+            raise ValueError(layer.error(
+                f"{field} must be specified once, or once per spatial dimension ({field} specified "
+                f"{n} times; {num_spatial} spatial dims)."))
+        if n == 0:
+            return [default] * num_spatial
+        return [int(repeated[0 if n == 1 else i]) for i in range(num_spatial)]
 
-    if not p.kernel_size and not (p.HasField("kernel_h") and p.HasField("kernel_w")):
-        raise ValueError(layer.error("needs kernel_size, or kernel_h and kernel_w"))
-    kernel = pick(list(p.kernel_size), p.kernel_h, p.kernel_w, "kernel", None)
-    stride = pick(list(p.stride), p.stride_h, p.stride_w, "stride", 1)
-    pad = pick(list(p.pad), p.pad_h, p.pad_w, "pad", 0)
-    dilation = (1, 1) if not p.dilation else (p.dilation[0], p.dilation[-1])
+    kernel = per_axis("kernel", p.kernel_size, p.HasField("kernel_h") or p.HasField("kernel_w"),
+                      p.kernel_h, p.kernel_w, None)
+    if min(kernel) <= 0:
+        raise ValueError(layer.error(f"Filter dimensions must be nonzero, got kernel {kernel}."))
+    stride = per_axis("stride", p.stride, p.HasField("stride_h") or p.HasField("stride_w"),
+                      p.stride_h, p.stride_w, 1)
+    if min(stride) <= 0:
+        raise ValueError(layer.error(f"Stride dimensions must be nonzero, got stride {stride}."))
+    pad = per_axis("pad", p.pad, p.HasField("pad_h") or p.HasField("pad_w"), p.pad_h, p.pad_w, 0)
+    dilation = per_axis("dilation", p.dilation, False, 0, 0, 1)
+    if min(dilation) <= 0:
+        raise ValueError(layer.error(f"Dilation must be at least 1, got dilation {dilation}."))
+    return kernel, stride, pad, dilation
+
+
+def parse_spatial(layer, blob):
+    """(channel_axis, num_spatial) for a bottom blob, checked: 1 or 2 spatial axes."""
+    p = layer.layer_param.convolution_param
     try:
-        return ConvGeometry(kernel, stride, pad, dilation, p.group)
+        axis = blob.canonical_axis(p.axis)
     except ValueError as exc:
         raise ValueError(layer.error(str(exc))) from None
+    num_spatial = blob.num_axes - axis - 1
+    if num_spatial < 1:
+        raise ValueError(layer.error(f"needs at least one spatial axis after the channel axis {axis}; "
+                                     f"bottom has shape {blob.shape}"))
+    if num_spatial > 2:
+        raise ValueError(layer.error(f"supports 1-D and 2-D convolution only; bottom of shape "
+                                     f"{blob.shape} with channel axis {axis} has {num_spatial} "
+                                     "spatial axes"))
+    return axis, num_spatial
 
 
-def _engine(layer, geom, x_shape, w_shape):
-    """(forward, backward) functions of the engine the layer asks for."""
-    engine = layer.layer_param.convolution_param.engine
-    if engine in (Engine.DEFAULT, Engine.CAFFE, Engine.CUDNN):
-        return im2col_engine.forward, im2col_engine.backward
-    if engine == Engine.AUTO:
-        from ..conv import choice
-        return choice.engine_for(geom, x_shape, w_shape)
-    from ..conv import fft, winograd
-    if engine == Engine.FFT:
-        module, extra = fft, {}
-    else:
-        module, extra = winograd, {"m": 4 if engine == Engine.WINOGRAD4 else 2}
-    if not module.supports(geom, x_shape, w_shape):
-        raise ValueError(layer.error(f"engine {Engine.Engine.Name(engine)} cannot run a {geom} "
-                                     f"convolution on input {tuple(x_shape)}; use DEFAULT"))
-    return (lambda x, w, b, g, **kw: module.forward(x, w, b, g, **extra, **kw),
-            lambda x, w, dy, g, **kw: module.backward(x, w, dy, g, **extra, **kw))
+def as_geometry(layer, num_spatial, group=1):
+    """ConvGeometry (always 2-D; a 1-D layer gets height 1) from the layer's parameters."""
+    kernel, stride, pad, dilation = spatial_settings(layer.layer_param.convolution_param, layer, num_spatial)
+    if num_spatial == 1:
+        kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
+    return ConvGeometry(tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), group)
+
+
+def _view(array, shape):
+    """array reshaped without a copy (None when that is impossible)."""
+    if not array.flags.c_contiguous:
+        return None
+    return array.reshape(shape)
 
 
 class BaseConvolutionLayer(Layer):
-    """Shared parameter parsing, weights and bias for Convolution and Deconvolution."""
+    """Shared parsing, parameters, shapes and engine choice (Caffe's BaseConvolutionLayer)."""
     num_bottom = (1, None)
     num_top = (1, None)
     equal_bottom_top = True
+    kind = "conv"
 
+    # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
         p = self.layer_param.convolution_param
-        if bottom[0].num_axes != 4 or p.axis not in (1, -3):
-            raise ValueError(self.error(f"supports 2-D convolution of N x C x H x W blobs (axis 1); "
-                                        f"got shape {bottom[0].shape} and axis {p.axis}"))
-        self.geom = geometry_from(p, self)
-        self.num_output, self.bias_term = p.num_output, p.bias_term
-        channels = bottom[0].shape[1]
-        if self.num_output < 1:
-            raise ValueError(self.error("needs num_output >= 1"))
-        if channels % self.geom.group or self.num_output % self.geom.group:
-            raise ValueError(self.error(f"group {self.geom.group} must divide the input channels "
-                                        f"{channels} and num_output {self.num_output}"))
-        shape = self.weight_shape(channels)
-        wanted = [shape] + ([(self.num_output,)] if self.bias_term else [])
+        self.channel_axis, self.num_spatial = parse_spatial(self, bottom[0])
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.num_output = int(p.num_output)
+        if self.num_output <= 0:
+            raise ValueError(self.error(f"needs num_output > 0, got {self.num_output}"))
+        group = int(p.group)
+        if group <= 0:
+            raise ValueError(self.error(f"needs group > 0, got {group}"))
+        if self.channels % group:
+            raise ValueError(self.error(f"has {self.channels} input channels, not a multiple of "
+                                        f"group {group}"))
+        if self.num_output % group:
+            raise ValueError(self.error(f"Number of output should be multiples of group: "
+                                        f"num_output {self.num_output}, group {group}"))
+        self.geom = as_geometry(self, self.num_spatial, group)
+        self.bias_term = bool(p.bias_term)
+        weight_shape = self.weight_shape()
         if self.blobs:
-            got = [b.shape for b in self.blobs]
-            if got != wanted:
-                raise ValueError(self.error(f"has parameter shapes {got}, expected {wanted}"))
-            return
-        dtype = bottom[0].dtype
-        self.blobs = [self.fill_param(shape, p.weight_filler, dtype, like=bottom[0])]
-        if self.bias_term:
-            self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
+            if len(self.blobs) != 1 + self.bias_term:
+                raise ValueError(self.error(f"Incorrect number of weight blobs: expected "
+                                            f"{1 + self.bias_term}, got {len(self.blobs)}"))
+            if tuple(self.blobs[0].shape) != weight_shape:
+                raise ValueError(self.error(f"Incorrect weight shape: expected shape {weight_shape}; "
+                                            f"instead, shape was {tuple(self.blobs[0].shape)}"))
+            if self.bias_term and tuple(self.blobs[1].shape) != (self.num_output,):
+                raise ValueError(self.error(f"Incorrect bias shape: expected shape ({self.num_output},); "
+                                            f"instead, shape was {tuple(self.blobs[1].shape)}"))
+        else:
+            dtype = bottom[0].dtype
+            self.blobs = [self.fill_param(weight_shape, p.weight_filler, dtype, like=bottom[0])]
+            if self.bias_term:
+                self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
+        self.engine_request = choice.resolve(p.engine)       # engine name, None for AUTO
+        if self.engine_request is not None and not get_engine(self.engine_request).supports(self.geom):
+            raise ValueError(self.error(
+                f"asks for engine {_ENGINE_ENUM.get(p.engine, p.engine)}, which cannot run a "
+                f"{self.geom} convolution ({get_engine(self.engine_request).describe}); "
+                "use DEFAULT or AUTO"))
+        self.engine = get_engine(self.engine_request or "im2col")
+        self._ctx = []
 
+    def kernel4(self):
+        """The kernel's (kh, kw) as weights are stored (1-D layers store (k,))."""
+        return self.geom.kernel if self.num_spatial == 2 else (self.geom.kernel[1],)
+
+    # -- shapes ----------------------------------------------------------------
     def reshape(self, bottom, top):
         first = bottom[0].shape
-        for i, blob in enumerate(bottom):
+        axis = self.channel_axis
+        if len(first) != axis + 1 + self.num_spatial:
+            raise ValueError(self.error(f"bottom num_axes may not change: set up with "
+                                        f"{axis + 1 + self.num_spatial}, got shape {first}"))
+        if first[axis] != self.channels:
+            raise ValueError(self.error(f"Input size incompatible with convolution kernel: the "
+                                        f"bottom has {first[axis]} channels, the weights expect "
+                                        f"{self.channels} (shape {first})"))
+        for i, blob in enumerate(bottom[1:], 1):
             if blob.shape != first:
-                raise ValueError(self.error(f"needs all bottoms of one shape; bottom[0] is {first}, "
-                                            f"bottom[{i}] is {blob.shape}"))
-        if self.weight_shape(first[1]) != self.blobs[0].shape:
-            raise ValueError(self.error(f"input of shape {first} does not fit weights of shape "
-                                        f"{self.blobs[0].shape}"))
-        n, _, h, w = first
-        out_shape = (n, self.num_output) + self.output_hw(h, w)
+                raise ValueError(self.error(f"All inputs must have the same shape: bottom[0] is "
+                                            f"{first}, bottom[{i}] is {blob.shape}"))
+        self.num = 1
+        for s in first[:axis]:
+            self.num *= s
+        spatial = first[axis + 1:]
+        self.in_hw = tuple(spatial) if self.num_spatial == 2 else (1, spatial[0])
+        try:
+            self.out_hw = self.output_hw(*self.in_hw)
+        except ValueError as exc:
+            raise ValueError(self.error(str(exc))) from None
+        out_spatial = self.out_hw if self.num_spatial == 2 else (self.out_hw[1],)
+        top_shape = tuple(first[:axis]) + (self.num_output,) + tuple(out_spatial)
         for blob in top:
-            blob.reshape(out_shape)
+            blob.reshape(top_shape)
+        while len(self._ctx) < len(bottom):
+            self._ctx.append({})
+        if self.engine_request is None:
+            xp = get_array_module(bottom[0].data)
+            x_shape, w_shape = self.conv_shapes()
+            self.engine = get_engine(choice.choose(self.kind, x_shape, w_shape, self.geom,
+                                                   bottom[0].dtype, xp))
+
+    @property
+    def engine_name(self):
+        """The engine this layer runs now (for `pycaffe-lite time`)."""
+        return self.engine.name
+
+    def w4(self):
+        w = self.blobs[0].data
+        return w if self.num_spatial == 2 else w.reshape(w.shape[:2] + (1, w.shape[2]))
 
     def learns(self, i):
         flags = getattr(self, "param_propagate_down", None)
-        return True if flags is None else flags[i]
+        return True if flags is None or i >= len(flags) else bool(flags[i])
 
-    def bias_diff(self, dy):
-        if self.bias_term and self.learns(1):
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+    def _in4(self):
+        return (self.num, self.channels) + self.in_hw
+
+    def _out4(self):
+        return (self.num, self.num_output) + self.out_hw
 
 
 @register("Convolution", v1="CONVOLUTION")
 class ConvolutionLayer(BaseConvolutionLayer):
-    """y = W * x + b, Caffe's output size (in + 2p - (d(k-1)+1)) // s + 1."""
-    def weight_shape(self, channels):
-        return (self.num_output, channels // self.geom.group) + self.geom.kernel
+    """y = W * x + b over every bottom; weights (K, C/group, kh, kw), bias (K,).
+
+    Caffe's output size (in + 2p - (d(k-1)+1)) // s + 1, rounded down."""
+    kind = "conv"
+
+    def weight_shape(self):
+        return (self.num_output, self.channels // self.geom.group) + self.kernel4()
 
     def output_hw(self, h, w):
-        try:
-            return self.geom.output_hw(h, w)
-        except ValueError as exc:
-            raise ValueError(self.error(str(exc))) from None
+        return self.geom.output_hw(h, w)
 
-    def _engine(self, x_shape):
-        return _engine(self, self.geom, x_shape, self.blobs[0].shape)
+    def conv_shapes(self):
+        return self._in4(), (self.num_output, self.channels // self.geom.group) + self.geom.kernel
 
     def forward(self, bottom, top):
-        forward, _ = self._engine(bottom[0].shape)
-        w = self.blobs[0].data
+        w = self.w4()
         b = self.blobs[1].data if self.bias_term else None
-        for x, y in zip(bottom, top):
-            forward(x.data, w, b, self.geom, out=y.data)
+        for i, (x, y) in enumerate(zip(bottom, top)):
+            out = _view(y.data, self._out4())
+            result = self.engine.forward(x.data.reshape(self._in4()), w, b, self.geom, out=out,
+                                         ctx=self._ctx[i])
+            if out is None:
+                y.data = result.reshape(y.shape)
 
     def backward(self, top, propagate_down, bottom):
-        _, backward = self._engine(bottom[0].shape)
-        w = self.blobs[0]
-        for y, down, x in zip(top, propagate_down, bottom):
-            dx, dw = backward(x.data, w.data, y.diff, self.geom, need_dx=bool(down), need_dw=self.learns(0))
-            if dw is not None:
-                w.diff += dw
-            self.bias_diff(y.diff)
-            if down:
-                x.diff = dx
+        weight = self.blobs[0]
+        w = self.w4()
+        need_dw = self.learns(0)
+        need_db = self.bias_term and self.learns(1)
+        for i, (y, down, x) in enumerate(zip(top, propagate_down, bottom)):
+            dy = y.diff.reshape(self._out4())
+            if need_db:
+                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            if not (down or need_dw):
+                continue
+            dx_out = _view(x.diff, self._in4()) if down else None
+            dx, dw = self.engine.backward(x.data.reshape(self._in4()), w, dy, self.geom,
+                                          need_dx=bool(down), need_dw=need_dw, dx_out=dx_out,
+                                          ctx=self._ctx[i])
+            if need_dw:
+                weight.diff += dw.reshape(weight.shape)
+            if down and dx_out is None:
+                x.diff = dx.reshape(x.shape)
 
 
 @register("Deconvolution", v1="DECONVOLUTION")
 class DeconvolutionLayer(BaseConvolutionLayer):
-    """The transpose of a convolution: out = s(in - 1) + d(k-1)+1 - 2p; weights (C, K/group, kh, kw)."""
-    def weight_shape(self, channels):
-        return (channels, self.num_output // self.geom.group) + self.geom.kernel
+    """The transpose of a convolution (its backward pass as a forward).
+
+    Weights (C, K/group, kh, kw), bias (K,); output s(in-1) + d(k-1)+1 - 2p.
+    With a `bilinear` weight filler, stride f and kernel 2f - f % 2 it is the
+    classic learnable upsampling layer."""
+    kind = "deconv"
+
+    def weight_shape(self):
+        return (self.channels, self.num_output // self.geom.group) + self.kernel4()
 
     def output_hw(self, h, w):
-        try:
-            return self.geom.deconv_output_hw(h, w)
-        except ValueError as exc:
-            raise ValueError(self.error(str(exc))) from None
+        return self.geom.deconv_output_hw(h, w)
+
+    def conv_shapes(self):
+        # the underlying convolution maps the top (K channels) to the bottom (C channels)
+        return self._out4(), (self.channels, self.num_output // self.geom.group) + self.geom.kernel
 
     def forward(self, bottom, top):
-        w = self.blobs[0].data
+        w = self.w4()
         for x, y in zip(bottom, top):
-            im2col_engine.backward_data(x.data, w, self.geom, y.shape, out=y.data)
+            out = _view(y.data, self._out4())
+            result = self.engine.backward_data(x.data.reshape(self._in4()), w, self.geom,
+                                               self._out4(), out=out)
             if self.bias_term:
-                y.data += self.blobs[1].data.reshape(1, -1, 1, 1)
+                result += self.blobs[1].data.reshape(1, -1, 1, 1)
+            if out is None:
+                y.data = result.reshape(y.shape)
 
     def backward(self, top, propagate_down, bottom):
-        w = self.blobs[0]
+        weight = self.blobs[0]
+        w = self.w4()
+        need_dw = self.learns(0)
+        need_db = self.bias_term and self.learns(1)
         for y, down, x in zip(top, propagate_down, bottom):
-            if self.learns(0):
-                w.diff += im2col_engine.backward_weights(y.diff, x.data, self.geom, w.shape)
-            self.bias_diff(y.diff)
+            dy = y.diff.reshape(self._out4())
+            if need_db:
+                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            if need_dw:
+                dw = self.engine.backward_weights(dy, x.data.reshape(self._in4()), self.geom,
+                                                  self.conv_shapes()[1])
+                weight.diff += dw.reshape(weight.shape)
             if down:
-                im2col_engine.forward(y.diff, w.data, None, self.geom, out=x.diff)
+                dx_out = _view(x.diff, self._in4())
+                dx = self.engine.forward(dy, w, None, self.geom, out=dx_out)
+                if dx_out is None:
+                    x.diff = dx.reshape(x.shape)
 
 
 @register("Im2col", v1="IM2COL")
 class Im2colLayer(Layer):
-    """Caffe's im2col as a layer: N x C x H x W -> N x (C*kh*kw) x Ho x Wo, channel-major."""
+    """Caffe's im2col as a layer: (N, C, H, W) -> (N, C*kh*kw, Ho, Wo).
+
+    Channel c, kernel offset (i, j) becomes channel (c*kh + i)*kw + j, as in
+    Caffe's column buffer; kernel, stride, pad and dilation come from
+    `convolution_param` (num_output and group are not used)."""
     num_bottom = (1, 1)
     num_top = (1, 1)
 
     def setup(self, bottom, top):
-        if bottom[0].num_axes != 4:
-            raise ValueError(self.error(f"needs an N x C x H x W bottom, got {bottom[0].shape}"))
-        self.geom = geometry_from(self.layer_param.convolution_param, self)
+        self.channel_axis, self.num_spatial = parse_spatial(self, bottom[0])
+        self.geom = as_geometry(self, self.num_spatial)
 
     def reshape(self, bottom, top):
-        n, c, h, w = bottom[0].shape
+        shape = bottom[0].shape
+        axis = self.channel_axis
+        if len(shape) != axis + 1 + self.num_spatial:
+            raise ValueError(self.error(f"bottom num_axes may not change, got shape {shape}"))
+        self.num = 1
+        for s in shape[:axis]:
+            self.num *= s
+        self.channels = shape[axis]
+        spatial = shape[axis + 1:]
+        self.in_hw = tuple(spatial) if self.num_spatial == 2 else (1, spatial[0])
         try:
-            ho, wo = self.geom.output_hw(h, w)
+            self.out_hw = self.geom.output_hw(*self.in_hw)
         except ValueError as exc:
             raise ValueError(self.error(str(exc))) from None
-        top[0].reshape(n, c * self.geom.kernel[0] * self.geom.kernel[1], ho, wo)
+        kk = self.geom.kernel[0] * self.geom.kernel[1]
+        out_spatial = self.out_hw if self.num_spatial == 2 else (self.out_hw[1],)
+        top[0].reshape(tuple(shape[:axis]) + (self.channels * kk,) + tuple(out_spatial))
+
+    def _cols_shape(self):
+        kk = self.geom.kernel[0] * self.geom.kernel[1]
+        return (self.num, self.channels * kk, self.out_hw[0] * self.out_hw[1])
 
     def forward(self, bottom, top):
-        cols = im2col_engine.im2col(bottom[0].data, self.geom)       # (CKK, N, Ho*Wo)
-        top[0].data = cols.transpose(1, 0, 2).reshape(top[0].shape)
+        x = bottom[0].data.reshape((self.num, self.channels) + self.in_hw)
+        out = _view(top[0].data, self._cols_shape())
+        if out is None:
+            cols = im2col_engine.im2col(x, self.geom)
+            top[0].data = cols.transpose(1, 0, 2).reshape(top[0].shape)
+        else:
+            im2col_engine.im2col(x, self.geom, out=out.transpose(1, 0, 2))
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            xp = get_array_module(top[0].diff)
-            n, ckk = top[0].shape[:2]
-            cols = xp.ascontiguousarray(top[0].diff.reshape(n, ckk, -1).transpose(1, 0, 2))
-            bottom[0].diff = im2col_engine.col2im(cols, bottom[0].shape, self.geom)
+        if not propagate_down[0]:
+            return
+        xp = get_array_module(top[0].diff)
+        cols = xp.ascontiguousarray(top[0].diff.reshape(self._cols_shape()).transpose(1, 0, 2))
+        x_shape = (self.num, self.channels) + self.in_hw
+        dx_out = _view(bottom[0].diff, x_shape)
+        dx = im2col_engine.col2im(cols, x_shape, self.geom, out=dx_out)
+        if dx_out is None:
+            bottom[0].diff = dx.reshape(bottom[0].shape)
