@@ -7,7 +7,6 @@ import pytest
 from google.protobuf import text_format
 
 import pycaffe_lite as caffe
-from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.data.datum import DataError, save_mean_file
 from pycaffe_lite.layer import create_layer
@@ -221,7 +220,8 @@ def test_mirror_is_random_and_reproducible_under_a_seed(tmp_path, layers):
     def run(transform="", seed=None):
         if seed is not None:
             caffe.set_random_seed(seed)
-        layer, tops = layers(source, batch=16, crop=10, window="fg_fraction: 0.75", transform="mirror: true " + transform)
+        layer, tops = layers(source, batch=16, crop=10, window="fg_fraction: 0.75",
+                             transform="mirror: true " + transform)
         return [batch(layer, tops) for _ in range(2)]
 
     first = run("seed: 11")
@@ -337,4 +337,3 @@ def test_registered_with_its_v1_name():
     assert "WindowData" in caffe.layer_type_list()
     from pycaffe_lite.layer import v1_type_names
     assert v1_type_names()["WINDOW_DATA"] == "WindowData"
-    assert backend.rng() is not None
