@@ -471,10 +471,16 @@ class WindowDataLayer(BasePrefetchingDataLayer):
             raise ValueError(self.error("cannot specify mean_file and mean_value at the same time"))
         if mean_file:
             log.info("Loading mean file from: %s", mean_file)
-            mean = load_mean_file(mean_file)
-            if mean.shape[0] != channels or min(mean.shape[1:]) < crop_size:
-                raise ValueError(self.error(f"mean file '{mean_file}' has shape {mean.shape}; it needs "
-                                            f"{channels} channels and at least {crop_size}x{crop_size} pixels"))
+            try:
+                mean = load_mean_file(mean_file)
+            except (OSError, ValueError) as exc:
+                raise ValueError(self.error(str(exc))) from None
+            # Caffe centres the crop_size square with the offset taken from the mean's width, for rows too.
+            reach = (mean.shape[2] - crop_size) // 2 + crop_size
+            if mean.shape[0] != channels or mean.shape[2] < crop_size or mean.shape[1] < reach:
+                raise ValueError(self.error(f"mean file '{mean_file}' has shape {mean.shape}; it needs {channels} "
+                                            f"channels and a centred {crop_size}x{crop_size} square (rows "
+                                            f"{reach - crop_size} to {reach - 1}, offset from its width)"))
         elif len(tp.mean_value):
             mean_values = list(tp.mean_value)
             if len(mean_values) not in (1, channels):

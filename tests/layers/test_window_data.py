@@ -337,3 +337,14 @@ def test_registered_with_its_v1_name():
     assert "WindowData" in caffe.layer_type_list()
     from pycaffe_lite.layer import v1_type_names
     assert v1_type_names()["WINDOW_DATA"] == "WindowData"
+
+
+def test_mean_file_must_cover_the_centred_crop(tmp_path):
+    source, _ = write_window_file(tmp_path, [[(1, 1.0, FG_BOX)]])
+    # 20 rows, 30 columns: the offset (30 - 16) // 2 = 7 comes from the width, so rows 7..22 overflow.
+    save_mean_file(tmp_path / "mean.binaryproto", np.zeros((3, 20, 30), np.float32))
+    for name, message in (("mean", r"has shape \(3, 20, 30\).*rows 7 to 22"),
+                          ("none", r"layer 'win' \(type WindowData\) cannot read mean file")):
+        with pytest.raises(ValueError, match=message):
+            build(source, batch=1, crop=16, window="fg_fraction: 1",
+                  transform=f'mean_file: "{tmp_path / name}.binaryproto"')
