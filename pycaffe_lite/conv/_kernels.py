@@ -21,6 +21,10 @@ import os
 import numpy as np
 
 HAVE_NUMBA = False
+# Below this many elements of work the plain array versions run instead: waking
+# Numba's worker threads costs tens of microseconds on a quiet machine and up
+# to a scheduler time slice (milliseconds) on a busy one.
+MIN_WORK = int(os.environ.get("PYCAFFE_LITE_NUMBA_MIN_WORK", 1 << 17))
 if os.environ.get("PYCAFFE_LITE_NO_NUMBA", "") not in ("1", "true", "yes"):
     try:
         from numba import njit, prange, uint64

@@ -22,8 +22,9 @@ from . import _kernels
 from .workspace import workspace
 
 
-def _use_numba(xp, *arrays):
-    return _kernels.HAVE_NUMBA and xp.__name__ == "numpy"
+def _use_numba(xp, work):
+    """Numba for NumPy arrays when there is enough work to be worth its threads."""
+    return _kernels.HAVE_NUMBA and xp.__name__ == "numpy" and work >= _kernels.MIN_WORK
 
 
 def _as_strided(xp, a, shape, strides):
@@ -62,11 +63,11 @@ def im2col_array(x, geom, out=None, ws=None):
 def im2col(x, geom, out=None):
     """cols (C*kh*kw, N, Ho*Wo) of x (N, C, H, W); `out` may be any strided view of that shape."""
     xp = get_array_module(x)
-    if not _use_numba(xp):
-        return im2col_array(x, geom, out)
     n, c, h, w = x.shape
     ho, wo = geom.output_hw(h, w)
     shape = (c * geom.kernel[0] * geom.kernel[1], n, ho * wo)
+    if not _use_numba(xp, shape[0] * n * ho * wo):
+        return im2col_array(x, geom, out)
     target = out if out is not None and out.flags.c_contiguous else xp.empty(shape, x.dtype)
     _kernels.im2col(_contig(xp, x), target.reshape(shape[0], n * ho * wo),
                     *geom.kernel, *geom.stride, *geom.pad, *geom.dilation, ho, wo)
@@ -97,7 +98,7 @@ def col2im_array(cols, x_shape, geom, out=None, ws=None):
 def col2im(cols, x_shape, geom, out=None):
     """dx (N, C, H, W): the adjoint of im2col (overlapping windows add up)."""
     xp = get_array_module(cols)
-    if not _use_numba(xp):
+    if not _use_numba(xp, cols.size):
         return col2im_array(cols, x_shape, geom, out)
     n, c, h, w = x_shape
     ho, wo = geom.output_hw(h, w)
@@ -211,7 +212,7 @@ def forward(x, w, b, geom, out=None, ws=None):
     if out is None:
         out = xp.empty((n, k, ho, wo), x.dtype)
     if geom.is_depthwise(c) and w.shape[1] == 1:
-        if _use_numba(xp):
+        if _use_numba(xp, out.size * geom.kernel[0] * geom.kernel[1]):
             _kernels.depthwise_forward(x, w, out, *geom.stride, *geom.pad, *geom.dilation)
         else:
             depthwise_forward_array(x, w, geom, out, ws)
@@ -278,7 +279,7 @@ def _backward(x, x_shape, w, w_shape, dy, geom, need_dx, need_dw, dx_out, ws):
     if need_dx and dx_out is None:
         dx_out = xp.empty(x_shape, dy.dtype)
     if geom.is_depthwise(c) and w_shape[1] == 1:
-        numba = _use_numba(xp)
+        numba = _use_numba(xp, dy.size * geom.kernel[0] * geom.kernel[1])
         if need_dx:
             if numba:
                 _kernels.depthwise_backward_data(dy, w, dx_out, *geom.stride, *geom.pad, *geom.dilation)

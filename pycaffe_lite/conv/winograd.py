@@ -76,8 +76,12 @@ def supports(geom, x_shape=None, w_shape=None):
     return geom.kernel == (3, 3) and geom.unit_stride and geom.dilation == (1, 1)
 
 
-def _use_numba(xp):
-    return _kernels.HAVE_NUMBA and xp.__name__ == "numpy"
+def _use_numba(xp, x_shape=None, k=0):
+    """The Numba grid kernels for NumPy arrays with enough work to be worth their threads."""
+    if not (_kernels.HAVE_NUMBA and xp.__name__ == "numpy"):
+        return False
+    n, c, h, w = x_shape
+    return n * max(c, k) * h * w * 4 >= _kernels.MIN_WORK
 
 
 class _Plan:
@@ -256,7 +260,7 @@ def forward(x, w, b, geom, m=2, out=None, ws=None, ctx=None):
     _check(geom)
     x, w = _contig(xp, x), _contig(xp, w)
     bt, g_mat, at = matrices(m, x.dtype, xp)
-    p = _Plan(x.shape, w.shape[0], geom, m, _use_numba(xp))
+    p = _Plan(x.shape, w.shape[0], geom, m, _use_numba(xp, x.shape, w.shape[0]))
     if out is None:
         out = xp.empty((p.n, p.k, p.ho, p.wo), x.dtype)
     keep = None
@@ -283,7 +287,7 @@ def backward(x, w, dy, geom, m=2, need_dx=True, need_dw=True, dx_out=None, ws=No
     _check(geom)
     x, w, dy = _contig(xp, x), _contig(xp, w), _contig(xp, dy)
     bt, g_mat, at = matrices(m, dy.dtype, xp)
-    p = _Plan(x.shape, w.shape[0], geom, m, _use_numba(xp))
+    p = _Plan(x.shape, w.shape[0], geom, m, _use_numba(xp, x.shape, w.shape[0]))
     u = v = None
     if ctx and ctx.get("key") == (m, p.grid) + fingerprint(x, w):
         u, v = ctx["u"], ctx["v"]
@@ -317,7 +321,7 @@ def backward_data(dy, w, geom, x_shape, m=2, out=None, ws=None):
     _check(geom)
     w, dy = _contig(xp, w), _contig(xp, dy)
     bt, g_mat, at = matrices(m, dy.dtype, xp)
-    p = _Plan(x_shape, w.shape[0], geom, m, _use_numba(xp))
+    p = _Plan(x_shape, w.shape[0], geom, m, _use_numba(xp, x_shape, w.shape[0]))
     dm = _dy_transform(xp, dy, p, at, ws)
     u = kernel_transform(w, g_mat, p.g)
     dv = ws.get("wino_dv", (p.a * p.a, p.c, p.cols), dy.dtype, xp)
@@ -336,7 +340,7 @@ def backward_weights(x, dy, geom, w_shape, m=2, ws=None):
     _check(geom)
     x, dy = _contig(xp, x), _contig(xp, dy)
     bt, g_mat, at = matrices(m, x.dtype, xp)
-    p = _Plan(x.shape, w_shape[0], geom, m, _use_numba(xp))
+    p = _Plan(x.shape, w_shape[0], geom, m, _use_numba(xp, x.shape, w_shape[0]))
     dm = _dy_transform(xp, dy, p, at, ws)
     v = _input_transform(xp, x, p, bt, ws)
     du = xp.matmul(dm.reshape(p.a * p.a, p.g, p.k // p.g, p.cols),
