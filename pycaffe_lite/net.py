@@ -274,8 +274,7 @@ class Net(NetHelpersMixin):
         self.blobs = collections.OrderedDict()
         self.layers, self.layer_names = [], []
         self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_names = collections.OrderedDict()
-        self.top_names = collections.OrderedDict()
+        self.bottom_blob_names, self.top_blob_names = [], []   # per layer index
         self.bottom_need_backward, self.layer_need_backward = [], []
         self.inputs = []
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
@@ -289,7 +288,7 @@ class Net(NetHelpersMixin):
         self.outputs = sorted(available)  # Caffe keeps them in a std::set: sorted by name
         self.blob_loss_weights = collections.OrderedDict(
             (name, 0.0) for name in self.blobs)
-        for layer, tops in zip(self.layers, self.top_names.values()):
+        for layer, tops in zip(self.layers, self.top_blob_names):
             for name, weight in zip(tops, layer.loss_weights):
                 if weight:
                     self.blob_loss_weights[name] = weight
@@ -363,8 +362,8 @@ class Net(NetHelpersMixin):
         self.layer_names.append(name)
         self.bottom_vecs.append(bottom)
         self.top_vecs.append(top)
-        self.bottom_names[name] = list(layer_param.bottom)
-        self.top_names[name] = tops
+        self.bottom_blob_names.append(list(layer_param.bottom))
+        self.top_blob_names.append(tops)
         self.bottom_need_backward.append(need_down)
         self.layer_need_backward.append(layer_needs)
 
@@ -404,7 +403,7 @@ class Net(NetHelpersMixin):
         """Skip backward where nothing reaches a loss (Caffe's Net::Init, second pass)."""
         under_loss, skip = set(), set()
         for i in reversed(range(len(self.layers))):
-            layer, tops = self.layers[i], self.top_names[self.layer_names[i]]
+            layer, tops = self.layers[i], self.top_blob_names[i]
             contributes = any(w for w in layer.loss_weights) or any(t in under_loss for t in tops)
             skip_down = all(t in skip for t in tops)
             if self.layer_need_backward[i] and skip_down:
@@ -412,7 +411,7 @@ class Net(NetHelpersMixin):
                 self.bottom_need_backward[i] = [False] * len(self.bottom_vecs[i])
             if not contributes:
                 self.layer_need_backward[i] = False
-            for j, name in enumerate(self.bottom_names[self.layer_names[i]]):
+            for j, name in enumerate(self.bottom_blob_names[i]):
                 if contributes:
                     under_loss.add(name)
                 else:
@@ -505,6 +504,15 @@ class Net(NetHelpersMixin):
     def params(self):
         return collections.OrderedDict(
             (name, layer.blobs) for name, layer in zip(self.layer_names, self.layers) if layer.blobs)
+
+    @property
+    def bottom_names(self):
+        """pycaffe's layer name -> bottom blob names (a later layer of the same name wins)."""
+        return collections.OrderedDict(zip(self.layer_names, self.bottom_blob_names))
+
+    @property
+    def top_names(self):
+        return collections.OrderedDict(zip(self.layer_names, self.top_blob_names))
 
     @property
     def layer_dict(self):
