@@ -36,14 +36,6 @@ STILL = {
     "examples/siamese/mnist_siamese_train_test.prototxt": {"ip2[1]", "feat[1]"},
 }
 
-# Nets that expose a known bug outside this file; strict, so the fix shows up as an XPASS.
-KNOWN_BUGS = {
-    "examples/mnist/mnist_autoencoder.prototxt":
-        "Net keys top_names/bottom_names by layer name, and this net has two layers named 'loss' "
-        "(SigmoidCrossEntropyLoss and EuclideanLoss): backward pruning and blob_loss_weights read the "
-        "wrong layer's blobs, so no gradient reaches any parameter (only weight decay moves the weights)",
-}
-
 SOLVER = """
 net: "{net}"
 type: "SGD"
@@ -74,10 +66,7 @@ def training_nets():
         if "layer" not in text or "base_lr" in text:
             continue                                  # a solver
         if train_phase_has_loss(read_net_param(str(path))):
-            relative = path.relative_to(root)
-            bug = KNOWN_BUGS.get(str(relative))
-            nets.append(pytest.param(relative, marks=pytest.mark.xfail(strict=True, reason=bug)) if bug
-                        else relative)
+            nets.append(path.relative_to(root))
     return nets
 
 
@@ -101,7 +90,7 @@ def random_data_net(relative):
 
 
 def test_the_fixture_training_nets_are_all_found():
-    nets = {str(p.values[0] if hasattr(p, "values") else p) for p in training_nets()}
+    nets = {str(p) for p in training_nets()}
     if not nets:
         pytest.skip(f"no fixture nets under {FIXTURES / 'caffe'}")
     for expected in ("examples/siamese/mnist_siamese_train_test.prototxt",
