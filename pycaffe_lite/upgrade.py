@@ -419,9 +419,10 @@ def _upgrade_data_transformation(net_param):
 
 def _warn_ignored_v2_transform_fields(net_param):
     # Caffe moves these only for V1 layers; in a V2 net it ignores them.
+    # WindowData is left out: Caffe reads its scale there, and our layer the others too.
     for i, layer in enumerate(net_param.layer):
         field = _V2_DATA_PARAM_OF_TYPE.get(layer.type)
-        if field is None or not layer.HasField(field):
+        if field is None or layer.type == "WindowData" or not layer.HasField(field):
             continue
         sub = getattr(layer, field)
         stale = [name for name in _TRANSFORM_FIELDS if sub.HasField(name)]

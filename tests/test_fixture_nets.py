@@ -28,8 +28,8 @@ def net_prototxts():
 
 
 def data_shape(layer):
-    p = (layer.data_param if layer.type == "Data" else layer.image_data_param if layer.type == "ImageData"
-         else layer.hdf5_data_param)
+    p = {"Data": layer.data_param, "ImageData": layer.image_data_param,
+         "WindowData": layer.window_data_param}.get(layer.type, layer.hdf5_data_param)
     source = p.source
     image = next(shape for key, shape in SOURCE_SHAPES.items() if key in source)
     crop = layer.transform_param.crop_size
