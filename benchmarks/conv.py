@@ -1,0 +1,205 @@
+"""Convolution engines side by side with PyTorch CPU, and against this machine's GEMM peak.
+
+    python benchmarks/conv.py            # every shape, 5 repeats
+    python benchmarks/conv.py --quick    # three shapes, 2 repeats (a smoke run)
+    python benchmarks/conv.py --shapes vgg1 vgg2 --engines im2col winograd4 --repeats 9
+
+For each layer shape every applicable engine (im2col, winograd = F(2x2,3x3),
+winograd4 = F(4x4,3x3), fft) and PyTorch's conv2d run forward, and forward +
+backward (dx, dw, db).  Effective GFLOP/s count the direct algorithm's work:
+2 x multiply-adds for a forward, three times that for forward + backward,
+whatever the engine really computes (so Winograd and FFT can pass 100 %).
+"x torch" is PyTorch's time over ours (above 1: we are faster); "% peak" is
+against the best float32 GEMM NumPy reaches in the same run (2048^3, before
+and after).  Runs alternate between engines, and each figure is the best (or
+--stat median) of the repeats, so that a busy machine disturbs the columns
+alike.  PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pycaffe_lite.conv import ConvGeometry, get_engine, workspace_bytes  # noqa: E402
+
+# name: (N, C, H, W), K, kernel, stride, pad, group, label
+SHAPES = {
+    "lenet1": ((64, 1, 28, 28), 20, 5, 1, 0, 1, "LeNet conv1"),
+    "lenet2": ((64, 20, 12, 12), 50, 5, 1, 0, 1, "LeNet conv2"),
+    "alex1": ((16, 3, 227, 227), 96, 11, 4, 0, 1, "AlexNet conv1"),
+    "alex2": ((16, 96, 27, 27), 256, 5, 1, 2, 2, "AlexNet conv2 g2"),
+    "alex3": ((16, 256, 13, 13), 384, 3, 1, 1, 1, "AlexNet conv3"),
+    "vgg1": ((8, 64, 56, 56), 64, 3, 1, 1, 1, "VGG 64ch 56x56"),
+    "vgg2": ((8, 256, 28, 28), 256, 3, 1, 1, 1, "VGG 256ch 28x28"),
+    "res1x1": ((8, 256, 56, 56), 64, 1, 1, 0, 1, "ResNet 1x1"),
+    "fact1x3": ((8, 128, 28, 28), 128, (1, 3), 1, (0, 1), 1, "factorised 1x3"),
+    "fact3x1": ((8, 128, 28, 28), 128, (3, 1), 1, (1, 0), 1, "factorised 3x1"),
+    "depthwise": ((8, 256, 28, 28), 256, 3, 1, 1, 256, "depthwise 3x3"),
+    "large9": ((8, 64, 64, 64), 64, 9, 1, 4, 1, "large kernel 9x9"),
+}
+QUICK = ["lenet2", "vgg1", "large9"]
+ENGINES = ["im2col", "winograd", "winograd4", "fft"]
+
+
+def gemm_peak(repeats=5, n=2048):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _torch():
+    try:
+        import torch
+    except Exception as exc:   # not installed, or a broken install
+        return None, f"PyTorch not available ({exc.__class__.__name__}: {exc}); its columns are skipped"
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch, f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
+
+
+class Case:
+    """One layer shape: arrays, the runnable (forward, forward+backward) pairs."""
+
+    def __init__(self, name, torch):
+        x_shape, k, kernel, stride, pad, group, self.label = SHAPES[name]
+        self.name = name
+        self.geom = ConvGeometry(kernel, stride, pad, 1, group)
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal(x_shape).astype(np.float32)
+        self.w = (rng.standard_normal((k, x_shape[1] // group) + self.geom.kernel) * 0.1).astype(np.float32)
+        self.b = rng.standard_normal(k).astype(np.float32)
+        ho, wo = self.geom.output_hw(*x_shape[2:])
+        self.dy = rng.standard_normal((x_shape[0], k, ho, wo)).astype(np.float32)
+        self.y = np.empty_like(self.dy)
+        self.dx = np.empty_like(self.x)
+        self.flops = 2.0 * self.geom.macs(x_shape, k)
+        self.x_shape, self.k = x_shape, k
+        self.torch = torch
+
+    def describe(self):
+        n, c, h, w = self.x_shape
+        return f"{self.label}: {n}x{c}x{h}x{w} -> {self.k} {self.geom}"
+
+    def engine_fns(self, name):
+        engine = get_engine(name)
+        if not engine.supports(self.geom):
+            return None
+        ctx = {}
+        geom = self.geom
+
+        def fwd():
+            engine.forward(self.x, self.w, self.b, geom, out=self.y)
+
+        def fwd_bwd():
+            engine.forward(self.x, self.w, self.b, geom, out=self.y, ctx=ctx)
+            engine.backward(self.x, self.w, self.dy, geom, dx_out=self.dx, ctx=ctx)
+            self.dy.sum(axis=(0, 2, 3))
+        return fwd, fwd_bwd
+
+    def torch_fns(self):
+        torch = self.torch
+        F = torch.nn.functional
+        x = torch.from_numpy(self.x)
+        w = torch.from_numpy(self.w)
+        b = torch.from_numpy(self.b)
+        dy = torch.from_numpy(self.dy)
+        g = self.geom
+        args = dict(stride=g.stride, padding=g.pad, dilation=g.dilation, groups=g.group)
+        xg = x.clone().requires_grad_(True)
+        wg = w.clone().requires_grad_(True)
+        bg = b.clone().requires_grad_(True)
+
+        def fwd():
+            with torch.no_grad():
+                F.conv2d(x, w, b, **args)
+
+        def fwd_bwd():
+            xg.grad = wg.grad = bg.grad = None
+            F.conv2d(xg, wg, bg, **args).backward(dy)
+        return fwd, fwd_bwd
+
+
+def measure(case, engines, repeats, stat):
+    """{column: (forward seconds, forward+backward seconds)}, runs interleaved."""
+    runs = {}
+    for name in engines:
+        fns = case.engine_fns(name)
+        if fns:
+            runs[name] = fns
+    if case.torch is not None:
+        runs["pytorch"] = case.torch_fns()
+    for fwd, fwd_bwd in runs.values():      # warm-up: Numba compiles, FFT plans, oneDNN primitives
+        fwd()
+        fwd_bwd()
+    times = {name: ([], []) for name in runs}
+    for _ in range(repeats):
+        for name, (fwd, fwd_bwd) in runs.items():
+            times[name][0].append(_timed(fwd))
+            times[name][1].append(_timed(fwd_bwd))
+    pick = min if stat == "min" else statistics.median
+    return {name: (pick(f), pick(fb)) for name, (f, fb) in times.items()}
+
+
+def table(rows, peak, have_torch):
+    head = ("| layer | engine | fwd ms | fwd GFLOP/s | fwd % peak | fwd x torch "
+            "| f+b ms | f+b GFLOP/s | f+b % peak | f+b x torch |")
+    lines = [head, "|" + "|".join(["---"] * 10) + "|"]
+    for case, result in rows:
+        torch_t = result.get("pytorch")
+        first = True
+        for name, (tf, tfb) in result.items():
+            gf, gfb = case.flops / tf / 1e9, 3 * case.flops / tfb / 1e9
+            xt = f"{torch_t[0] / tf:.2f}" if torch_t and name != "pytorch" else "-"
+            xtb = f"{torch_t[1] / tfb:.2f}" if torch_t and name != "pytorch" else "-"
+            label = case.describe() if first else ""
+            first = False
+            lines.append(f"| {label} | {name} | {tf * 1e3:.1f} | {gf:.1f} | {100 * gf / peak:.0f} | {xt} "
+                         f"| {tfb * 1e3:.1f} | {gfb:.1f} | {100 * gfb / peak:.0f} | {xtb} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="three shapes, two repeats (a smoke run)")
+    ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="which layer shapes")
+    ap.add_argument("--engines", nargs="+", choices=ENGINES, default=ENGINES)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--stat", choices=("min", "median"), default="min")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    args = ap.parse_args(argv)
+    shapes = args.shapes or (QUICK if args.quick else list(SHAPES))
+    repeats = args.repeats or (2 if args.quick else 5)
+
+    torch, torch_note = (None, "PyTorch left out (--no-torch)") if args.no_torch else _torch()
+    peak_before = gemm_peak(3 if args.quick else 5)
+    rows = []
+    for name in shapes:
+        case = Case(name, torch)
+        rows.append((case, measure(case, args.engines, repeats, args.stat)))
+        print(f"  measured {case.describe()}", file=sys.stderr, flush=True)
+    peak = max(peak_before, gemm_peak(3 if args.quick else 5))
+
+    print(f"# Convolution engines vs PyTorch CPU ({platform.machine()}, {os.cpu_count()} cores, float32)")
+    print(f"NumPy {np.__version__} float32 GEMM peak this run: {peak:.1f} GFLOP/s (2048^3, best of runs "
+          f"before and after). {torch_note}.")
+    print(f"Each time is the {args.stat} of {repeats} interleaved runs; GFLOP/s count the direct "
+          "algorithm's 2*MACs (x3 for forward+backward); 'x torch' = PyTorch time / ours.\n")
+    print(table(rows, peak, torch is not None))
+    print(f"\nconvolution workspace after the run: {workspace_bytes() / 2 ** 20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
