@@ -4,8 +4,8 @@ fine-tuned to digits 5-9 from a small subset, against the same net trained
 from scratch on that subset for the same number of iterations.
 
     python data/digits/build.py                  # once: the digits LMDBs
-    python examples/finetune_digits/run.py       # about a minute on two cores
-    python examples/finetune_digits/run.py --per-class 5 --seeds 1,2,3,4,5
+    python examples/finetune_digits/run.py       # a few minutes on two cores
+    python examples/finetune_digits/run.py --iterations 40 --test-interval 10
 
 Steps, each a `pycaffe-lite` command you could type yourself:
 1. split data/digits into work/source_{train,test}_lmdb (digits 0-4) and
@@ -36,7 +36,7 @@ REPO = HERE.parents[1]
 WORK = HERE / "work"
 sys.path.insert(0, str(REPO))
 
-SOURCE_TEST, TARGET_TEST = 150, 140      # test images kept (batch 50 x 3 and 70 x 2 in the prototxts)
+SOURCE_TEST, TARGET_TEST = 140, 840      # test images kept (batch 70 x 2 and 120 x 7 in the prototxts)
 
 
 def cli(*args, log_name=None):
@@ -78,15 +78,17 @@ def split(per_class):
 
     source_train = list(relabel(records(train_db), 0))
     source_test = list(relabel(records(test_db), 0))[:SOURCE_TEST]
-    target_all = list(relabel(records(train_db), 5))
-    target_test = list(relabel(records(test_db), 5))[:TARGET_TEST]
-    if len(source_test) < SOURCE_TEST or len(target_test) < TARGET_TEST:
-        raise SystemExit("data/digits has fewer test images than this example expects")
-    taken, target_train = {}, []
-    for key, datum in target_all:
+    taken, target_train, unused = {}, [], []
+    for key, datum in relabel(records(train_db), 5):
         if taken.get(datum.label, 0) < per_class:
             taken[datum.label] = taken.get(datum.label, 0) + 1
             target_train.append((key, datum))
+        else:
+            unused.append((key, datum))
+    # The target test set: the 5-9 test split and the 5-9 training images not in the subset.
+    target_test = (list(relabel(records(test_db), 5)) + unused)[:TARGET_TEST]
+    if len(source_test) < SOURCE_TEST or len(target_test) < TARGET_TEST:
+        raise SystemExit("data/digits has fewer test images than this example expects")
     for name, items in (("source_train", source_train), ("source_test", source_test),
                         ("target_train", target_train), ("target_test", target_test)):
         write(WORK / f"{name}_lmdb", items)
@@ -107,8 +109,8 @@ def test_accuracies(log):
     return out
 
 
-def solver_copy(template, name, seed, net=None):
-    """work/<name>.prototxt: `template` with its own seed, snapshot prefix (and net)."""
+def solver_copy(template, name, seed, net=None, iterations=None, test_interval=None):
+    """work/<name>.prototxt: `template` with its own seed, snapshot prefix (and net, length)."""
     from pycaffe_lite.proto import caffe_pb2
     from pycaffe_lite.zoo.prototxt import parse_text, write_text
     solver = parse_text(template.read_text(), caffe_pb2.SolverParameter())
@@ -116,6 +118,10 @@ def solver_copy(template, name, seed, net=None):
     solver.snapshot_prefix = f"examples/finetune_digits/work/{name}"
     if net:
         solver.net = net
+    if iterations:
+        solver.max_iter = iterations
+    if test_interval:
+        solver.test_interval = test_interval
     path = WORK / f"{name}_solver.prototxt"
     write_text(path, solver)
     return path
@@ -123,9 +129,11 @@ def solver_copy(template, name, seed, net=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-class", type=int, default=10, help="training images of each digit 5-9")
-    parser.add_argument("--seeds", default="1,2,3", help="random seeds of the target runs")
-    parser.add_argument("--keep", action="store_true", help="keep work/ from an earlier run")
+    parser.add_argument("--per-class", type=int, default=5, help="training images of each digit 5-9")
+    parser.add_argument("--iterations", type=int, default=10, help="training iterations of the target runs")
+    parser.add_argument("--test-interval", type=int, default=5, help="test every this many iterations")
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="random seeds of the target runs")
+    parser.add_argument("--keep", action="store_true", help="reuse work/ (and its 0-4 net) from an earlier run")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if WORK.exists() and not args.keep:
@@ -135,9 +143,12 @@ def main(argv=None):
     counts = split(args.per_class)
     print(f"data: {counts}")
     rel = "examples/finetune_digits"
-    out = cli("train", "--solver", f"{rel}/source_solver.prototxt", log_name="source.log")
-    source_acc = test_accuracies(out)[-1][1]
     source_weights = WORK / "source_iter_400.caffemodel"
+    if args.keep and source_weights.exists() and (WORK / "source.log").exists():
+        out = (WORK / "source.log").read_text()      # reuse the 0-4 net of an earlier run
+    else:
+        out = cli("train", "--solver", f"{rel}/source_solver.prototxt", log_name="source.log")
+    source_acc = test_accuracies(out)[-1][1]
     print(f"digits 0-4 net: test accuracy {source_acc:.3f} ({source_weights.name})")
 
     # What --weights will do, and a frozen variant of the target net, with `surgery`.
@@ -153,7 +164,8 @@ def main(argv=None):
     for seed in seeds:
         for variant in runs:
             net = f"{rel}/work/target_frozen_train_test.prototxt" if variant == "finetune_frozen" else None
-            solver = solver_copy(template, f"{variant}_seed{seed}", seed, net)
+            solver = solver_copy(template, f"{variant}_seed{seed}", seed, net, args.iterations,
+                                 args.test_interval)
             extra = [] if variant == "scratch" else ["--weights", source_weights]
             log = cli("train", "--solver", solver.relative_to(REPO), *extra,
                       log_name=f"{variant}_seed{seed}.log")
