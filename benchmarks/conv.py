@@ -55,10 +55,17 @@ def gemm_peak(repeats=5, n=2048):
     return 2.0 * n ** 3 / best / 1e9
 
 
+_CLOCK = [time.perf_counter]
+
+
 def _timed(fn):
-    start = time.perf_counter()
+    clock = _CLOCK[0]
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
+
+
+_THREADS = [None]
 
 
 def _torch():
@@ -66,7 +73,7 @@ def _torch():
         import torch
     except Exception as exc:   # not installed, or a broken install
         return None, f"PyTorch not available ({exc.__class__.__name__}: {exc}); its columns are skipped"
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_THREADS[0] or os.cpu_count() or 1)
     return torch, f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
 
 
@@ -97,11 +104,11 @@ class Case:
         engine = get_engine(name)
         if not engine.supports(self.geom):
             return None
-        ctx = {}
+        ctx, ctx_fwd = {}, {}       # what a layer keeps per bottom (transforms reused while valid)
         geom = self.geom
 
         def fwd():
-            engine.forward(self.x, self.w, self.b, geom, out=self.y)
+            engine.forward(self.x, self.w, self.b, geom, out=self.y, ctx=ctx_fwd)
 
         def fwd_bwd():
             engine.forward(self.x, self.w, self.b, geom, out=self.y, ctx=ctx)
@@ -179,10 +186,18 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--stat", choices=("min", "median"), default="min")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU clock instead of the wall clock: steadier on a busy "
+                         "machine, meaningful single-threaded (OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 "
+                         "and --threads 1)")
+    ap.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        _CLOCK[0] = time.process_time
     shapes = args.shapes or (QUICK if args.quick else list(SHAPES))
     repeats = args.repeats or (2 if args.quick else 5)
 
+    _THREADS[0] = args.threads
     torch, torch_note = (None, "PyTorch left out (--no-torch)") if args.no_torch else _torch()
     peak_before = gemm_peak(3 if args.quick else 5)
     rows = []
@@ -195,7 +210,8 @@ def main(argv=None):
     print(f"# Convolution engines vs PyTorch CPU ({platform.machine()}, {os.cpu_count()} cores, float32)")
     print(f"NumPy {np.__version__} float32 GEMM peak this run: {peak:.1f} GFLOP/s (2048^3, best of runs "
           f"before and after). {torch_note}.")
-    print(f"Each time is the {args.stat} of {repeats} interleaved runs; GFLOP/s count the direct "
+    clock = "process CPU time" if args.cpu_time else "wall-clock time"
+    print(f"Each time is the {args.stat} {clock} of {repeats} interleaved runs; GFLOP/s count the direct "
           "algorithm's 2*MACs (x3 for forward+backward); 'x torch' = PyTorch time / ours.\n")
     print(table(rows, peak, torch is not None))
     print(f"\nconvolution workspace after the run: {workspace_bytes() / 2 ** 20:.1f} MiB")

@@ -147,228 +147,307 @@ if HAVE_NUMBA:
                     dwt[k, 0, i, j] = acc
 
     # -- Winograd transforms ------------------------------------------------
-    # The tiles live on a grid of nH x nW positions per image (one more row
-    # and column than the output needs), flattened with the batch into
-    # q = (n*nH + hq)*nW + wq.  The padded input is stored deinterleaved,
-    # xd[c, r % m, b % m, q] = xpad[n, c, hq*m + r, wq*m + b], so pixel (r, b)
-    # of every tile is one contiguous vector xd[c, r%m, b%m, q + (r//m)*nW + b//m]:
-    # all inner loops run over long contiguous ranges of q and vectorise.
-    # Grid positions past the output (hq = nth or wq = ntw) are computed and
-    # ignored on the way out; on the way back their dM is zero.
-    # V, M, dM, dV are (a*a, channels, Q); zero coefficients are skipped.
+    # V, M, dM, dV are (a*a, channels, T) over T = N*nth*nW tile columns,
+    # t = (n*nth + th)*nW + tw: the tile rows the output needs, each with one
+    # spare tile (tw = ntw, whose output is dropped and whose dM is zero), so
+    # that a row of V is a contiguous run of the grid below.
+    # The input side reads the padded input deinterleaved on a grid one tile
+    # larger each way (nH = nth + 1, nW = ntw + 1), flattened with the batch
+    # into q = (n*nH + hq)*nW + wq:
+    #     xd[c, r % m, b % m, q] = xpad[n, c, hq*m + r, wq*m + b]
+    # so pixel (r, b) of every tile is one contiguous vector
+    # xd[c, r%m, b%m, q + (r//m)*nW + b//m], and the transforms run over long
+    # contiguous ranges of q (whole grid rows at a time) and vectorise; the
+    # grid rows th < nth are then copied to (or from) their T columns.
+    # Zero coefficients of the transform matrices are skipped.
+
+    from ._wino_codelets import a2, a4, at2, at2b, at4, at4b, b2, b4, bt2, bt4
+
+    # transform kinds for _apply
+    BT, AT, A, B = 0, 1, 2, 3
+
+    @njit(cache=True)
+    def _apply(kind, m, s, sr, sc, d, dr, dc, n, cf):
+        """One codelet of F(m x m, 3x3) on rows of s into rows of d (see winograd._codelet)."""
+        n = uint64(n)
+        if m == 2:
+            if kind == 0:
+                bt2(s, sr, sc, d, dr, dc, n, cf)
+            elif kind == 1:
+                at2(s, sr, sc, d, dr, dc, n, cf)
+            elif kind == 2:
+                a2(s, sr, sc, d, dr, dc, n, cf)
+            else:
+                b2(s, sr, sc, d, dr, dc, n, cf)
+        else:
+            if kind == 0:
+                bt4(s, sr, sc, d, dr, dc, n, cf)
+            elif kind == 1:
+                at4(s, sr, sc, d, dr, dc, n, cf)
+            elif kind == 2:
+                a4(s, sr, sc, d, dr, dc, n, cf)
+            else:
+                b4(s, sr, sc, d, dr, dc, n, cf)
+
+    @njit(cache=True)
+    def _apply_at_bias(m, s, sr, sc, d, dr, dc, n, cf, bias):
+        if m == 2:
+            at2b(s, sr, sc, d, dr, dc, uint64(n), cf, bias)
+        else:
+            at4b(s, sr, sc, d, dr, dc, uint64(n), cf, bias)
 
     @njit(parallel=True, cache=True)
-    def winograd_input(xd, bt, v, m, n_w):
-        """v[xi*a+nu, c, q] = (B^T d B)[xi, nu] of the tile at grid position q."""
-        chans = xd.shape[0]
+    def winograd_input(x, cf, v, m, ph, pw, n_h, n_w):
+        """v[xi*a+nu, c, t] = (B^T d B)[xi, nu] of tile t, x (N, C, H, W) padded by (ph, pw)."""
+        n_img, chans = x.shape[0], x.shape[1]
         a = m + 2
-        n_q = v.shape[2]
-        blk = min(n_q, 4096)
+        nth = n_h - 1
+        per_img = n_h * n_w
+        imgs = max(1, 4096 // per_img)           # blocks of whole images on the grid
+        blk = min(imgs, n_img) * per_img
+        v2 = v.reshape(a * a * chans, v.shape[2])
         for c in prange(chans):
-            tmp = np.empty((a, a, blk), v.dtype)
-            for q0 in range(0, n_q, blk):
-                nb = min(blk, n_q - q0)
-                for xi in range(a):
+            xd = np.empty((m * m, n_img * per_img + n_w + 2), v.dtype)
+            _deinterleave(x, c, xd, m, ph, pw, n_h, n_w)
+            tmp = np.empty((a * a, blk), v.dtype)
+            sr = np.empty(a, np.uint64)
+            sc = np.empty(a, np.uint64)
+            dr = np.empty(a, np.uint64)
+            dc = np.empty(a, np.uint64)
+            for n0 in range(0, n_img, imgs):
+                ni = min(imgs, n_img - n0)
+                q0 = n0 * per_img
+                nb = ni * per_img
+                # d B along tile row r: pixel (r, b) is xd[(r%m)*m + b%m, q + (r//m)*nW + b//m]
+                for r in range(a):
                     for b in range(a):
-                        acc = tmp[xi, b, :nb]
-                        for j in range(nb):
-                            acc[j] = 0
+                        sr[b] = (r % m) * m + b % m
+                        sc[b] = q0 + (r // m) * n_w + b // m
+                        dr[b] = r * a + b
+                        dc[b] = 0
+                    _apply(0, m, xd, sr, sc, tmp, dr, dc, nb, cf)
+                # B^T (d B) down column nu, straight into V for each image's valid tile rows
+                for nu in range(a):
+                    for r in range(a):
+                        sr[r] = r * a + nu
+                        dr[r] = (r * a + nu) * chans + c
+                    for i in range(ni):
                         for r in range(a):
-                            coef = bt[xi, r]
-                            if coef != 0:
-                                start = q0 + (r // m) * n_w + b // m
-                                src = xd[c, r % m, b % m, start:start + nb]
-                                for j in range(nb):
-                                    acc[j] += coef * src[j]
-                for xi in range(a):
-                    for nu in range(a):
-                        dst = v[xi * a + nu, c, q0:q0 + nb]
-                        for j in range(nb):
-                            dst[j] = 0
-                        for b in range(a):
-                            coef = bt[nu, b]
-                            if coef != 0:
-                                src = tmp[xi, b, :nb]
-                                for j in range(nb):
-                                    dst[j] += coef * src[j]
+                            sc[r] = i * per_img
+                            dc[r] = (n0 + i) * nth * n_w
+                        _apply(0, m, tmp, sr, sc, v2, dr, dc, nth * n_w, cf)
 
     @njit(parallel=True, cache=True)
-    def winograd_output(mm, at, bias, out, m, n_h, n_w):
-        """out[n, k, hq*m+i, wq*m+j] = (A^T M A)[i, j] + bias[k] on the valid tiles."""
+    def winograd_output(mm, cf, bias, out, m, nth, row_len):
+        """out[n, k, th*m+i, tw*m+j] = (A^T M A)[i, j] + bias[k], cropped to the output
+        (tile t = (n*nth + th)*row_len + tw; tiles past the output are dropped)."""
         n_img, k_out, ho_n, wo_n = out.shape
         a = m + 2
-        rows_per = max(1, 4096 // n_w)          # blocks of whole grid rows
-        n_rows = n_img * n_h
-        blk = min(rows_per, n_rows) * n_w
+        rows_per = max(1, 4096 // row_len)          # blocks of whole tile rows
+        n_rows = n_img * nth
+        blk = min(rows_per, n_rows) * row_len
         um = uint64(m)
+        m2 = mm.reshape(a * a * k_out, mm.shape[2])
         for k in prange(k_out):
-            tmp = np.empty((m, a, blk), mm.dtype)
-            y = np.empty((m, m * blk), mm.dtype)
+            tmp = np.empty((m * a, blk), mm.dtype)
+            y = np.empty((m, blk), mm.dtype)
+            sr = np.empty(a, np.uint64)
+            sc = np.empty(a, np.uint64)
+            dr = np.empty(a, np.uint64)
+            dc = np.zeros(a, np.uint64)
             bk = bias[k]
             for r0 in range(0, n_rows, rows_per):
                 nr = min(rows_per, n_rows - r0)
-                q0 = r0 * n_w
-                nb = nr * n_w
-                tmp[:, :, :nb] = 0
-                for nu in range(a):
+                q0 = r0 * row_len
+                nb = nr * row_len
+                for nu in range(a):                      # A^T M down each column nu
                     for xi in range(a):
-                        src = mm[xi * a + nu, k, q0:q0 + nb]
-                        for i in range(m):
-                            coef = at[i, xi]
-                            if coef != 0:
-                                acc = tmp[i, nu, :nb]
-                                for j in range(nb):
-                                    acc[j] += coef * src[j]
-                for i in range(m):
-                    for jj in range(m):
-                        acc = y[i, jj * blk:jj * blk + nb]
-                        for j in range(nb):
-                            acc[j] = bk
-                        for nu in range(a):
-                            coef = at[jj, nu]
-                            if coef != 0:
-                                src = tmp[i, nu, :nb]
-                                for j in range(nb):
-                                    acc[j] += coef * src[j]
-                # interleave: out row h = hq*m + i takes y[i, jj, rr*nW + wq] at w = wq*m + jj
-                for rr in range(nr):
-                    row = r0 + rr
+                        sr[xi] = (xi * a + nu) * k_out + k
+                        sc[xi] = q0
                     for i in range(m):
-                        h = (row % n_h) * m + i
+                        dr[i] = i * a + nu
+                    _apply(1, m, m2, sr, sc, tmp, dr, dc, nb, cf)
+                for i in range(m):                       # (A^T M) A along row i, plus the bias
+                    for nu in range(a):
+                        sr[nu] = i * a + nu
+                        sc[nu] = 0
+                    for jj in range(m):
+                        dr[jj] = jj
+                    _apply_at_bias(m, tmp, sr, sc, y, dr, dc, nb, cf, bk)
+                    # interleave: out row h = th*m + i takes y[jj, rr*row_len + tw] at w = tw*m + jj
+                    full = wo_n // m                     # tiles wholly inside the row
+                    for rr in range(nr):
+                        row = r0 + rr
+                        h = (row % nth) * m + i
                         if h < ho_n:
-                            dst = out[row // n_h, k, h]
-                            src = y[i]
-                            for jj in range(min(m, wo_n)):
-                                cnt = uint64((wo_n - 1 - jj) // m + 1)
-                                s0 = uint64(jj * blk + rr * n_w)
-                                d0 = uint64(jj)
-                                for wq in range(cnt):
-                                    dst[d0 + wq * um] = src[s0 + wq]
+                            dst = out[row // nth, k, h]
+                            s0 = uint64(rr * row_len)
+                            for jj in range(um):
+                                src = y[jj]
+                                for tw in range(uint64(full)):
+                                    dst[tw * um + jj] = src[s0 + tw]
+                            for w in range(full * m, wo_n):
+                                dst[w] = y[w % m, rr * row_len + w // m]
 
     @njit(parallel=True, cache=True)
-    def winograd_dy(dy, at, dm, m, n_h, n_w):
-        """dm[xi*a+nu, k, q] = (A dY A^T)[xi, nu] of dy's m x m tile at q (0 off the output)."""
+    def winograd_dy(dy, cf, dm, m, nth, row_len):
+        """dm[xi*a+nu, k, t] = (A dY A^T)[xi, nu] of dy's m x m tile t (zero past the output)."""
         n_img, k_out, ho_n, wo_n = dy.shape
         a = m + 2
-        rows_per = max(1, 4096 // n_w)
-        n_rows = n_img * n_h
-        blk = min(rows_per, n_rows) * n_w
+        rows_per = max(1, 4096 // row_len)
+        n_rows = n_img * nth
+        blk = min(rows_per, n_rows) * row_len
+        um = uint64(m)
+        d2 = dm.reshape(a * a * k_out, dm.shape[2])
         for k in prange(k_out):
-            d = np.empty((m, m, blk), dy.dtype)
-            tmp = np.empty((a, m, blk), dy.dtype)
+            d = np.empty((m * m, blk), dy.dtype)
+            tmp = np.empty((a * m, blk), dy.dtype)
+            sr = np.empty(a, np.uint64)
+            sc = np.zeros(a, np.uint64)
+            dr = np.empty(a, np.uint64)
+            dc = np.empty(a, np.uint64)
             for r0 in range(0, n_rows, rows_per):
                 nr = min(rows_per, n_rows - r0)
-                q0 = r0 * n_w
-                nb = nr * n_w
+                q0 = r0 * row_len
+                nb = nr * row_len
                 for i in range(m):
                     for jj in range(m):
+                        dst = d[i * m + jj]
                         for rr in range(nr):
                             row = r0 + rr
-                            h = (row % n_h) * m + i
-                            dst = d[i, jj, rr * n_w:(rr + 1) * n_w]
-                            if h < ho_n:
-                                src = dy[row // n_h, k, h]
-                                for wq in range(n_w):
-                                    w = wq * m + jj
-                                    dst[wq] = src[w] if w < wo_n else 0
-                            else:
-                                for wq in range(n_w):
-                                    dst[wq] = 0
-                for xi in range(a):
+                            h = (row % nth) * m + i
+                            d0 = uint64(rr * row_len)
+                            cnt = 0
+                            if h < ho_n and jj < wo_n:
+                                cnt = min((wo_n - 1 - jj) // m + 1, row_len)
+                                src = dy[row // nth, k, h]
+                                s0 = uint64(jj)
+                                for tw in range(uint64(cnt)):
+                                    dst[d0 + tw] = src[s0 + tw * um]
+                            for tw in range(cnt, row_len):
+                                dst[rr * row_len + tw] = 0
+                for jj in range(m):                      # A dY down each column jj
+                    for i in range(m):
+                        sr[i] = i * m + jj
+                        sc[i] = 0
+                    for xi in range(a):
+                        dr[xi] = xi * m + jj
+                        dc[xi] = 0
+                    _apply(2, m, d, sr, sc, tmp, dr, dc, nb, cf)
+                for xi in range(a):                      # (A dY) A^T along each row xi, into dM
                     for jj in range(m):
-                        acc = tmp[xi, jj, :nb]
-                        for j in range(nb):
-                            acc[j] = 0
-                        for i in range(m):
-                            coef = at[i, xi]
-                            if coef != 0:
-                                src = d[i, jj, :nb]
-                                for j in range(nb):
-                                    acc[j] += coef * src[j]
-                for xi in range(a):
+                        sr[jj] = xi * m + jj
+                        sc[jj] = 0
                     for nu in range(a):
-                        dst = dm[xi * a + nu, k, q0:q0 + nb]
-                        for j in range(nb):
-                            dst[j] = 0
-                        for jj in range(m):
-                            coef = at[jj, nu]
-                            if coef != 0:
-                                src = tmp[xi, jj, :nb]
-                                for j in range(nb):
-                                    dst[j] += coef * src[j]
+                        dr[nu] = (xi * a + nu) * k_out + k
+                        dc[nu] = q0
+                    _apply(2, m, tmp, sr, sc, d2, dr, dc, nb, cf)
 
     @njit(parallel=True, cache=True)
-    def winograd_dx(dv, bt, xdd, m, n_w):
-        """xdd[c, r%m, b%m, q + (r//m)*nW + b//m] = sum of (B dV B^T)[r, b] over tiles q
-        (the deinterleaved padded dx; xdd is overwritten)."""
-        chans = xdd.shape[0]
+    def winograd_dx(dv, cf, dx, m, ph, pw, n_h, n_w):
+        """dx = sum over the tiles of (B dV B^T) placed at their corners, padding cropped
+        (accumulated per channel on the deinterleaved grid, then written back; dx overwritten)."""
+        n_img, chans = dx.shape[0], dx.shape[1]
         a = m + 2
-        n_q = dv.shape[2]
-        blk = min(n_q, 4096)
+        nth = n_h - 1
+        per_img = n_h * n_w
+        imgs = max(1, 4096 // per_img)
+        blk = min(imgs, n_img) * per_img
+        v2 = dv.reshape(a * a * chans, dv.shape[2])
         for c in prange(chans):
-            xdd[c] = 0
-            tmp = np.empty((a, a, blk), dv.dtype)
-            acc = np.empty(blk, dv.dtype)
-            for q0 in range(0, n_q, blk):
-                nb = min(blk, n_q - q0)
-                for xi in range(a):
-                    for b in range(a):
-                        t = tmp[xi, b, :nb]
-                        for j in range(nb):
-                            t[j] = 0
+            xdd = np.zeros((m * m, n_img * per_img + n_w + 2), dv.dtype)
+            tmp = np.empty((a * a, blk), dv.dtype)
+            acc = np.empty((a, blk), dv.dtype)
+            sr = np.empty(a, np.uint64)
+            sc = np.empty(a, np.uint64)
+            dr = np.empty(a, np.uint64)
+            dc = np.empty(a, np.uint64)
+            for n0 in range(0, n_img, imgs):
+                ni = min(imgs, n_img - n0)
+                q0 = n0 * per_img
+                nb = ni * per_img
+                for xi in range(a):                      # dV B^T along each row xi, onto the grid
+                    for nu in range(a):
+                        sr[nu] = (xi * a + nu) * chans + c
+                        dr[nu] = xi * a + nu
+                    for i in range(ni):
                         for nu in range(a):
-                            coef = bt[nu, b]
-                            if coef != 0:
-                                src = dv[xi * a + nu, c, q0:q0 + nb]
-                                for j in range(nb):
-                                    t[j] += coef * src[j]
-                for r in range(a):
-                    for b in range(a):
-                        for j in range(nb):
-                            acc[j] = 0
-                        for xi in range(a):
-                            coef = bt[xi, r]
-                            if coef != 0:
-                                src = tmp[xi, b, :nb]
-                                for j in range(nb):
-                                    acc[j] += coef * src[j]
+                            sc[nu] = (n0 + i) * nth * n_w
+                            dc[nu] = i * per_img
+                        _apply(3, m, v2, sr, sc, tmp, dr, dc, nth * n_w, cf)
+                        for nu in range(a):              # the spare grid row of the image is 0
+                            row = tmp[xi * a + nu]
+                            for j in range(i * per_img + nth * n_w, (i + 1) * per_img):
+                                row[j] = 0
+                for b in range(a):                       # B (dV B^T) down each column b
+                    for xi in range(a):
+                        sr[xi] = xi * a + b
+                        sc[xi] = 0
+                        dr[xi] = xi
+                        dc[xi] = 0
+                    _apply(3, m, tmp, sr, sc, acc, dr, dc, nb, cf)
+                    for r in range(a):
                         start = q0 + (r // m) * n_w + b // m
-                        dst = xdd[c, r % m, b % m, start:start + nb]
+                        dst = xdd[(r % m) * m + b % m, start:start + nb]
+                        src = acc[r, :nb]
                         for j in range(nb):
-                            dst[j] += acc[j]
+                            dst[j] += src[j]
+            _interleave(xdd, dx, c, m, ph, pw, n_h, n_w)
 
-    @njit(parallel=True, cache=True)
-    def winograd_deinterleave(x, xd, m, ph, pw, n_h, n_w):
-        """xd[c, r, b, (n*nH + hq)*nW + wq] = x[n, c, hq*m + r - ph, wq*m + b - pw] (0 outside);
-        the tail of xd past the grid is zeroed."""
+    @njit(cache=True)
+    def _deinterleave(x, c, xd, m, ph, pw, n_h, n_w):
+        """xd[r*m + b, (n*nH + hq)*nW + wq] = x[n, c, hq*m + r - ph, wq*m + b - pw] (0 outside),
+        one channel; the tail of xd past the grid is zeroed."""
         n_img, chans, height, width = x.shape
         n_q = n_img * n_h * n_w
         um = uint64(m)
-        for c in prange(chans):
-            for r in range(m):
+        for r in range(m):
+            for b in range(m):
+                dst = xd[r * m + b]
+                dst[n_q:] = 0
+                # columns w = wq*m + b - pw >= 0 start at wq0
+                wq0 = (pw - b + m - 1) // m if pw > b else 0
+                w0 = wq0 * m + b - pw
+                cnt = 0
+                if w0 < width:
+                    cnt = min((width - 1 - w0) // m + 1, n_w - wq0)
+                for n in range(n_img):
+                    for hq in range(n_h):
+                        h = hq * m + r - ph
+                        q0 = (n * n_h + hq) * n_w
+                        if h >= 0 and h < height and cnt > 0:
+                            src = x[n, c, h]
+                            d0 = uint64(q0 + wq0)
+                            s0 = uint64(w0)
+                            for j in range(uint64(cnt)):
+                                dst[d0 + j] = src[s0 + j * um]
+                            for j in range(q0, q0 + wq0):
+                                dst[j] = 0
+                            for j in range(q0 + wq0 + cnt, q0 + n_w):
+                                dst[j] = 0
+                        else:
+                            for j in range(q0, q0 + n_w):
+                                dst[j] = 0
+
+    @njit(cache=True)
+    def _interleave(xd, dx, c, m, ph, pw, n_h, n_w):
+        """dx[n, c, h, w] = xd[((h+ph) % m)*m + (w+pw) % m, (n*nH + (h+ph)//m)*nW + (w+pw)//m]:
+        the padded, deinterleaved gradient of one channel back to NCHW, cropped."""
+        n_img, chans, height, width = dx.shape
+        um = uint64(m)
+        for n in range(n_img):
+            for h in range(height):
+                r = (h + ph) % m
+                q0 = (n * n_h + (h + ph) // m) * n_w
+                dst = dx[n, c, h]
                 for b in range(m):
-                    dst = xd[c, r, b]
-                    dst[n_q:] = 0
-                    # columns w = wq*m + b - pw >= 0 start at wq0
+                    # w = wq*m + b - pw in [0, width)
                     wq0 = (pw - b + m - 1) // m if pw > b else 0
                     w0 = wq0 * m + b - pw
-                    cnt = 0
                     if w0 < width:
-                        cnt = min((width - 1 - w0) // m + 1, n_w - wq0)
-                    for n in range(n_img):
-                        for hq in range(n_h):
-                            h = hq * m + r - ph
-                            q0 = (n * n_h + hq) * n_w
-                            if h >= 0 and h < height and cnt > 0:
-                                src = x[n, c, h]
-                                d0 = uint64(q0 + wq0)
-                                s0 = uint64(w0)
-                                for j in range(uint64(cnt)):
-                                    dst[d0 + j] = src[s0 + j * um]
-                                for j in range(q0, q0 + wq0):
-                                    dst[j] = 0
-                                for j in range(q0 + wq0 + cnt, q0 + n_w):
-                                    dst[j] = 0
-                            else:
-                                for j in range(q0, q0 + n_w):
-                                    dst[j] = 0
+                        cnt = uint64((width - 1 - w0) // m + 1)
+                        src = xd[r * m + b]
+                        s0 = uint64(q0 + wq0)
+                        d0 = uint64(w0)
+                        for j in range(cnt):
+                            dst[d0 + j * um] = src[s0 + j]

@@ -98,7 +98,8 @@ class _Plan:
         self.grid = grid
         self.n_h, self.n_w = self.nth + 1, self.ntw + 1
         self.q = n * self.n_h * self.n_w
-        self.cols = self.q if grid else self.t   # columns of V, M, dM, dV
+        # columns of V, M, dM, dV: the tiles, plus one spare per tile row on the grid
+        self.cols = n * self.nth * self.n_w if grid else self.t
 
 
 # ---------------------------------------------------------------------------
@@ -191,11 +192,8 @@ def _input_transform(xp, x, p, bt, ws, out=None):
             out[...] = v
             return out
         return v
-    m = p.m
-    xd = ws.get("wino_xd", (p.c, m, m, p.q + p.n_w + 2), x.dtype, xp)
-    _kernels.winograd_deinterleave(x, xd, m, p.ph, p.pw, p.n_h, p.n_w)
-    v = out if out is not None else ws.get("wino_v", (p.a * p.a, p.c, p.q), x.dtype, xp)
-    _kernels.winograd_input(xd, bt, v, m, p.n_w)
+    v = out if out is not None else ws.get("wino_v", (p.a * p.a, p.c, p.cols), x.dtype, xp)
+    _kernels.winograd_input(x, codelet_coefficients(f"bt{p.m}", x.dtype), v, p.m, p.ph, p.pw, p.n_h, p.n_w)
     return v
 
 
@@ -203,40 +201,44 @@ def _output_transform(xp, mm, p, at, b, out):
     if not p.grid:
         return output_transform_array(mm, p, at, b, out)
     bias = b if b is not None else xp.zeros(p.k, mm.dtype)
-    _kernels.winograd_output(mm, at, bias.astype(mm.dtype, copy=False), out, p.m, p.n_h, p.n_w)
+    _kernels.winograd_output(mm, codelet_coefficients(f"at{p.m}", mm.dtype), bias.astype(mm.dtype, copy=False),
+                             out, p.m, p.nth, p.n_w)
     return out
 
 
 def _dy_transform(xp, dy, p, at, ws):
     if not p.grid:
         return dy_transform_array(dy, p, at, ws)
-    dm = ws.get("wino_dm", (p.a * p.a, p.k, p.q), dy.dtype, xp)
-    _kernels.winograd_dy(dy, at, dm, p.m, p.n_h, p.n_w)
+    dm = ws.get("wino_dm", (p.a * p.a, p.k, p.cols), dy.dtype, xp)
+    _kernels.winograd_dy(dy, codelet_coefficients(f"a{p.m}", dy.dtype), dm, p.m, p.nth, p.n_w)
     return dm
 
 
 def _dx_transform(xp, dv, p, bt, out, ws):
     if not p.grid:
         return dx_transform_array(dv, p, bt, out, ws)
-    m = p.m
-    xdd = ws.get("wino_xd", (p.c, m, m, p.q + p.n_w + 2), dv.dtype, xp)
-    _kernels.winograd_dx(dv, bt, xdd, m, p.n_w)
-    full = xdd[:, :, :, :p.q].reshape(p.c, m, m, p.n, p.n_h, p.n_w).transpose(3, 0, 4, 1, 5, 2)
-    full = full.reshape(p.n, p.c, p.n_h * m, p.n_w * m)
-    out[...] = full[:, :, p.ph:p.ph + p.h, p.pw:p.pw + p.w]
+    _kernels.winograd_dx(dv, codelet_coefficients(f"b{p.m}", dv.dtype), out, p.m, p.ph, p.pw, p.n_h, p.n_w)
     return out
 
 
 def kernel_transform(w, g_mat, group):
-    """U (a*a, G, K/G, C/G) = G w G^T for every (k, c), as two plain GEMMs."""
+    """U (a*a, G, K/G, C/G) = G w G^T for every (k, c): one GEMM with G (x) G."""
     xp = get_array_module(w)
     k, cg, kh, kw = w.shape
     a = g_mat.shape[0]
-    kc = k * cg
-    t = (w.reshape(kc * kh, kw) @ g_mat.T).reshape(kc, kh, a)          # w G^T
-    u = g_mat @ t.transpose(1, 0, 2).reshape(kh, kc * a)                # G (w G^T)
-    u = u.reshape(a, kc, a).transpose(0, 2, 1)                          # (xi, nu, kc)
-    return xp.ascontiguousarray(u).reshape(a * a, group, k // group, cg)
+    gg = xp.einsum("xi,yj->xyij", g_mat, g_mat).reshape(a * a, kh * kw)   # Kronecker product
+    u = gg @ w.reshape(k * cg, kh * kw).T                                  # (a*a, K*Cg)
+    return u.reshape(a * a, group, k // group, cg)
+
+
+def _kernel_adjoint(du, g_mat, w_shape):
+    """dw (K, C/G, 3, 3) = G^T dU G for every (k, c), dU given as (a*a, G, K/G, C/G)."""
+    xp = get_array_module(du)
+    a = g_mat.shape[0]
+    kh, kw = w_shape[2:]
+    gg = xp.einsum("xi,yj->xyij", g_mat, g_mat).reshape(a * a, kh * kw)
+    dw = du.reshape(a * a, -1).T @ gg                                      # (K*Cg, 9)
+    return dw.reshape(w_shape)
 
 
 # ---------------------------------------------------------------------------
@@ -270,12 +272,16 @@ def forward(x, w, b, geom, m=2, out=None, ws=None, ctx=None):
         if keep is None or keep.shape != (p.a * p.a, p.c, p.cols) or keep.dtype != x.dtype:
             keep = xp.empty((p.a * p.a, p.c, p.cols), x.dtype)
     v = _input_transform(xp, x, p, bt, ws, out=keep)
-    u = kernel_transform(w, g_mat, p.g)
+    # U depends on the weights only: kept in ctx while they are unchanged (inference)
+    w_key = (m,) + fingerprint(w)
+    u = ctx.get("u") if ctx is not None and ctx.get("u_key") == w_key else None
+    if u is None:
+        u = kernel_transform(w, g_mat, p.g)
     mm = ws.get("wino_m", (p.a * p.a, p.k, p.cols), x.dtype, xp)
     xp.matmul(u, v.reshape(p.a * p.a, p.g, p.c // p.g, p.cols), out=mm.reshape(p.a * p.a, p.g, p.k // p.g, p.cols))
     _output_transform(xp, mm, p, at, b, out)
     if ctx is not None:
-        ctx.update(key=(m, p.grid) + fingerprint(x, w), u=u, v=v, v_buf=v)
+        ctx.update(key=(m, p.grid) + fingerprint(x, w), u=u, u_key=w_key, v=v, v_buf=v)
     return out
 
 
@@ -300,8 +306,7 @@ def backward(x, w, dy, geom, m=2, need_dx=True, need_dw=True, dx_out=None, ws=No
         if v is None:
             v = _input_transform(xp, x, p, bt, ws)
         du = xp.matmul(dmg, v.reshape(p.a * p.a, p.g, p.c // p.g, p.cols).transpose(0, 1, 3, 2))
-        du = du.transpose(1, 2, 3, 0).reshape(p.k, p.c // p.g, p.a, p.a)   # (K, Cg, a, a)
-        dw = xp.matmul(xp.matmul(g_mat.T, du), g_mat)                     # G^T dU G
+        dw = _kernel_adjoint(du, g_mat, w.shape)                          # G^T dU G
     if need_dx:
         if u is None:
             u = kernel_transform(w, g_mat, p.g)
@@ -345,5 +350,83 @@ def backward_weights(x, dy, geom, w_shape, m=2, ws=None):
     v = _input_transform(xp, x, p, bt, ws)
     du = xp.matmul(dm.reshape(p.a * p.a, p.g, p.k // p.g, p.cols),
                    v.reshape(p.a * p.a, p.g, p.c // p.g, p.cols).transpose(0, 1, 3, 2))
-    du = du.transpose(1, 2, 3, 0).reshape(p.k, p.c // p.g, p.a, p.a)
-    return xp.matmul(xp.matmul(g_mat.T, du), g_mat)
+    return _kernel_adjoint(du, g_mat, w_shape)
+
+
+# ---------------------------------------------------------------------------
+# codelets: the transforms as straight-line Numba loops, generated from the matrices
+# ---------------------------------------------------------------------------
+CODELET_FILE = "_wino_codelets.py"
+
+
+def _codelet(name, mat, bias=False):
+    """Source of `name(s, sr, sc, d, dr, dc, n, cf[, bias])`.
+
+    For j < n:  d[dr[r], dc[r] + j] = sum_c mat[r, c] * s[sr[c], sc[c] + j]  (+ bias):
+    inputs and outputs are rows of the 2-D C-contiguous arrays s and d at their own
+    column offsets (uint64, so that Numba drops its wrap-around checks and the loop over
+    j vectorises).  The distinct coefficients come from `cf` (the arrays' dtype, so that
+    float32 stays float32); +-1 become additions and subtractions."""
+    mat = np.asarray(mat, dtype=np.float64)
+    title = {"bt": "B^T", "at": "A^T", "a": "A", "b": "B"}[name.rstrip("0123456789b") or "b"]
+    values = sorted({float(abs(v)) for v in mat.ravel() if v and abs(v) != 1})
+    args = "s, sr, sc, d, dr, dc, n, cf" + (", bias" if bias else "")
+    lines = ["@njit(cache=True)", f"def {name}({args}):",
+             f'    """d rows = {title} @ s rows{" + bias" if bias else ""} ({mat.shape[0]}x{mat.shape[1]})."""']
+    for i, v in enumerate(values):
+        lines.append(f"    k{i} = cf[{i}]")
+    used = [c for c in range(mat.shape[1]) if np.any(mat[:, c])]
+    for c in used:
+        lines.append(f"    r{c}, c{c} = sr[{c}], sc[{c}]")
+    for r in range(mat.shape[0]):
+        lines.append(f"    R{r}, C{r} = dr[{r}], dc[{r}]")
+    lines.append("    for j in range(n):")
+    for c in used:
+        lines.append(f"        x{c} = s[r{c}, c{c} + j]")
+    for r in range(mat.shape[0]):
+        terms = []
+        for c in range(mat.shape[1]):
+            v = mat[r, c]
+            if v:
+                mag = "" if abs(v) == 1 else f"k{values.index(abs(v))} * "
+                terms.append(("- " if v < 0 else "+ ") + f"{mag}x{c}")
+        expr = " ".join(terms) if terms else "+ 0"
+        expr = expr[2:] if expr.startswith("+ ") else "-" + expr[2:]
+        if bias:
+            expr = f"bias + {expr}"
+        lines.append(f"        d[R{r}, C{r} + j] = {expr}")
+    return "\n".join(lines) + "\n", values
+
+
+def codelet_source():
+    """The text of _wino_codelets.py (tests check that the file matches it)."""
+    out = ['"""Winograd transform codelets, generated by pycaffe_lite.conv.winograd.codelet_source():',
+           "do not edit; regenerate with",
+           '    python -c "from pycaffe_lite.conv import winograd; winograd.write_codelets()"', "",
+           "Each applies one of B^T, A^T, A = (A^T)^T, B = (B^T)^T of F(m x m, 3x3) to a set of rows",
+           "(see winograd._codelet); COEFFICIENTS lists each one's distinct coefficients.",
+           '"""', "from numba import njit", "", ""]
+    coefs = {}
+    for m in (2, 4):
+        bt, _, at = (np.array(_MATRICES[m][k], dtype=np.float64) for k in ("BT", "G", "AT"))
+        for name, mat, bias in ((f"bt{m}", bt, False), (f"at{m}", at, False), (f"at{m}b", at, True),
+                                (f"a{m}", at.T, False), (f"b{m}", bt.T, False)):
+            src, values = _codelet(name, mat, bias)
+            out += [src, ""]
+            coefs[name] = values
+    out.append(f"COEFFICIENTS = {coefs!r}")
+    return "\n".join(out) + "\n"
+
+
+def codelet_coefficients(name, dtype):
+    from . import _wino_codelets
+    return np.array(_wino_codelets.COEFFICIENTS[name] or [0.0], dtype=dtype)
+
+
+def write_codelets():
+    """Regenerate _wino_codelets.py from the matrices."""
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), CODELET_FILE)
+    with open(path, "w") as f:
+        f.write(codelet_source())
+    return path
