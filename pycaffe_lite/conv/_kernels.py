@@ -34,47 +34,91 @@ if os.environ.get("PYCAFFE_LITE_NO_NUMBA", "") not in ("1", "true", "yes"):
 
 
 if HAVE_NUMBA:
+    @njit(cache=True)
+    def _wo_range(width, wo_n, sw, off):
+        """[lo, hi) of the output columns wo with 0 <= wo*sw + off < width."""
+        lo = 0
+        if off < 0:
+            lo = (-off + sw - 1) // sw
+        hi = (width - 1 - off) // sw + 1 if width - 1 - off >= 0 else 0
+        if hi > wo_n:
+            hi = wo_n
+        if lo > hi:
+            lo = hi
+        return lo, hi
+
     @njit(parallel=True, cache=True)
     def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho_n, wo_n):
         """cols[(c*kh + i)*kw + j, (n*Ho + ho)*Wo + wo] = x[n, c, ho*sh-ph+i*dh, wo*sw-pw+j*dw]."""
         n_img, chans, height, width = x.shape
         kk = kh * kw
+        usw = uint64(sw)
         for row in prange(chans * kk):
             c = row // kk
             i = (row % kk) // kw
             j = row % kw
+            dst = cols[row]
+            off = j * dw - pw
+            lo, hi = _wo_range(width, wo_n, sw, off)
             for n in range(n_img):
                 for ho in range(ho_n):
                     h = ho * sh - ph + i * dh
-                    base = (n * ho_n + ho) * wo_n
+                    base = uint64((n * ho_n + ho) * wo_n)
                     if h < 0 or h >= height:
-                        for wo in range(wo_n):
-                            cols[row, base + wo] = 0
+                        for wo in range(uint64(wo_n)):
+                            dst[base + wo] = 0
                     else:
-                        for wo in range(wo_n):
-                            w = wo * sw - pw + j * dw
-                            cols[row, base + wo] = x[n, c, h, w] if (w >= 0 and w < width) else 0
+                        src = x[n, c, h]
+                        for wo in range(uint64(lo)):
+                            dst[base + wo] = 0
+                        s0 = uint64(lo * sw + off)
+                        d0 = base + uint64(lo)
+                        for t in range(uint64(hi - lo)):
+                            dst[d0 + t] = src[s0 + t * usw]
+                        for wo in range(uint64(hi), uint64(wo_n)):
+                            dst[base + wo] = 0
 
     @njit(parallel=True, cache=True)
     def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho_n, wo_n):
         """dx = the scatter-add adjoint of im2col (dx is overwritten); one thread per channel."""
         n_img, chans, height, width = dx.shape
+        usw = uint64(sw)
         for c in prange(chans):
             for n in range(n_img):
                 for h in range(height):
+                    row_ = dx[n, c, h]
                     for w in range(width):
-                        dx[n, c, h, w] = 0
-                for i in range(kh):
-                    for ho in range(ho_n):
-                        h = ho * sh - ph + i * dh
-                        if h >= 0 and h < height:
-                            base = (n * ho_n + ho) * wo_n
-                            for j in range(kw):
-                                row = (c * kh + i) * kw + j
-                                for wo in range(wo_n):
-                                    w = wo * sw - pw + j * dw
-                                    if w >= 0 and w < width:
-                                        dx[n, c, h, w] += cols[row, base + wo]
+                        row_[w] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    src = cols[(c * kh + i) * kw + j]
+                    off = j * dw - pw
+                    lo, hi = _wo_range(width, wo_n, sw, off)
+                    for n in range(n_img):
+                        for ho in range(ho_n):
+                            h = ho * sh - ph + i * dh
+                            if h >= 0 and h < height:
+                                dst = dx[n, c, h]
+                                s0 = uint64((n * ho_n + ho) * wo_n + lo)
+                                d0 = uint64(lo * sw + off)
+                                for t in range(uint64(hi - lo)):
+                                    dst[d0 + t * usw] += src[s0 + t]
+
+    # Depthwise, stride 1: each plane is padded into a (Hp, Wp) buffer and the
+    # output computed on the (Ho, Wp) grid, so that every kernel tap is one long
+    # contiguous multiply-add, y[p] += w[i, j] * xpad[p + i*dh*Wp + j*dw]; the
+    # Wp - Wo spare columns are cropped (or, going back, held at zero).
+
+    @njit(cache=True)
+    def _pad_plane(src, buf, ph, pw):
+        height, width = src.shape
+        buf[:] = 0
+        wp = buf.shape[0] // (height + 2 * ph)
+        for h in range(height):
+            d0 = uint64((h + ph) * wp + pw)
+            row_ = src[h]
+            for w in range(uint64(width)):
+                buf[d0 + w] = row_[w]
 
     @njit(parallel=True, cache=True)
     def depthwise_forward(x, wt, y, sh, sw, ph, pw, dh, dw):
@@ -83,22 +127,49 @@ if HAVE_NUMBA:
         k_out, _, kh, kw = wt.shape
         mult = k_out // chans
         ho_n, wo_n = y.shape[2], y.shape[3]
+        usw = uint64(sw)
+        if sh == 1 and sw == 1:
+            hp, wp = height + 2 * ph, width + 2 * pw
+            for job in prange(n_img * k_out):
+                n = job // k_out
+                k = job % k_out
+                c = k // mult
+                xpad = np.empty(hp * wp + wp, x.dtype)
+                grid = np.zeros(ho_n * wp, x.dtype)
+                _pad_plane(x[n, c], xpad[:hp * wp], ph, pw)
+                xpad[hp * wp:] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = wt[k, 0, i, j]
+                        s0 = uint64(i * dh * wp + j * dw)
+                        for t in range(uint64(ho_n * wp)):
+                            grid[t] += wv * xpad[s0 + t]
+                for ho in range(ho_n):
+                    dst = y[n, k, ho]
+                    g0 = uint64(ho * wp)
+                    for wo in range(uint64(wo_n)):
+                        dst[wo] = grid[g0 + wo]
+            return
         for job in prange(n_img * k_out):
             n = job // k_out
             k = job % k_out
             c = k // mult
             for ho in range(ho_n):
+                dst = y[n, k, ho]
                 for wo in range(wo_n):
-                    y[n, k, ho, wo] = 0
+                    dst[wo] = 0
                 for i in range(kh):
                     h = ho * sh - ph + i * dh
                     if h >= 0 and h < height:
+                        src = x[n, c, h]
                         for j in range(kw):
+                            off = j * dw - pw
+                            lo, hi = _wo_range(width, wo_n, sw, off)
                             wv = wt[k, 0, i, j]
-                            for wo in range(wo_n):
-                                w = wo * sw - pw + j * dw
-                                if w >= 0 and w < width:
-                                    y[n, k, ho, wo] += wv * x[n, c, h, w]
+                            d0 = uint64(lo)
+                            s0 = uint64(lo * sw + off)
+                            for t in range(uint64(hi - lo)):
+                                dst[d0 + t] += wv * src[s0 + t * usw]
 
     @njit(parallel=True, cache=True)
     def depthwise_backward_data(dy, wt, dx, sh, sw, ph, pw, dh, dw):
@@ -106,23 +177,54 @@ if HAVE_NUMBA:
         k_out, _, kh, kw = wt.shape
         mult = k_out // chans
         ho_n, wo_n = dy.shape[2], dy.shape[3]
+        usw = uint64(sw)
+        if sh == 1 and sw == 1:
+            hp, wp = height + 2 * ph, width + 2 * pw
+            for job in prange(n_img * chans):
+                n = job // chans
+                c = job % chans
+                dxpad = np.zeros(hp * wp + wp, dx.dtype)
+                grid = np.zeros(ho_n * wp, dx.dtype)
+                for k in range(c * mult, (c + 1) * mult):
+                    for ho in range(ho_n):
+                        src = dy[n, k, ho]
+                        g0 = uint64(ho * wp)
+                        for wo in range(uint64(wo_n)):
+                            grid[g0 + wo] = src[wo]
+                    for i in range(kh):
+                        for j in range(kw):
+                            wv = wt[k, 0, i, j]
+                            d0 = uint64(i * dh * wp + j * dw)
+                            for t in range(uint64(ho_n * wp)):
+                                dxpad[d0 + t] += wv * grid[t]
+                for h in range(height):
+                    dst = dx[n, c, h]
+                    s0 = uint64((h + ph) * wp + pw)
+                    for w in range(uint64(width)):
+                        dst[w] = dxpad[s0 + w]
+            return
         for job in prange(n_img * chans):
             n = job // chans
             c = job % chans
             for h in range(height):
+                row_ = dx[n, c, h]
                 for w in range(width):
-                    dx[n, c, h, w] = 0
+                    row_[w] = 0
             for k in range(c * mult, (c + 1) * mult):
                 for ho in range(ho_n):
+                    src = dy[n, k, ho]
                     for i in range(kh):
                         h = ho * sh - ph + i * dh
                         if h >= 0 and h < height:
+                            dst = dx[n, c, h]
                             for j in range(kw):
+                                off = j * dw - pw
+                                lo, hi = _wo_range(width, wo_n, sw, off)
                                 wv = wt[k, 0, i, j]
-                                for wo in range(wo_n):
-                                    w = wo * sw - pw + j * dw
-                                    if w >= 0 and w < width:
-                                        dx[n, c, h, w] += wv * dy[n, k, ho, wo]
+                                s0 = uint64(lo)
+                                d0 = uint64(lo * sw + off)
+                                for t in range(uint64(hi - lo)):
+                                    dst[d0 + t * usw] += wv * src[s0 + t]
 
     @njit(parallel=True, cache=True)
     def depthwise_backward_weights(x, dy, dwt, sh, sw, ph, pw, dh, dw):
@@ -131,20 +233,55 @@ if HAVE_NUMBA:
         k_out, _, kh, kw = dwt.shape
         mult = k_out // chans
         ho_n, wo_n = dy.shape[2], dy.shape[3]
+        usw = uint64(sw)
+        if sh == 1 and sw == 1:
+            hp, wp = height + 2 * ph, width + 2 * pw
+            for k in prange(k_out):
+                c = k // mult
+                xpad = np.empty(hp * wp + wp, x.dtype)
+                grid = np.zeros(ho_n * wp, x.dtype)
+                acc = np.zeros((kh * kw, ho_n * wp), x.dtype)     # per-tap vectors of partial sums
+                for n in range(n_img):
+                    _pad_plane(x[n, c], xpad[:hp * wp], ph, pw)
+                    xpad[hp * wp:] = 0
+                    for ho in range(ho_n):
+                        src = dy[n, k, ho]
+                        g0 = uint64(ho * wp)
+                        for wo in range(uint64(wo_n)):
+                            grid[g0 + wo] = src[wo]
+                    for i in range(kh):
+                        for j in range(kw):
+                            s0 = uint64(i * dh * wp + j * dw)
+                            a_ = acc[i * kw + j]
+                            for t in range(uint64(ho_n * wp)):
+                                a_[t] += grid[t] * xpad[s0 + t]
+                for i in range(kh):
+                    for j in range(kw):
+                        total = 0.0
+                        a_ = acc[i * kw + j]
+                        for t in range(ho_n * wp):
+                            total += a_[t]
+                        dwt[k, 0, i, j] = total
+            return
         for k in prange(k_out):
             c = k // mult
+            acc = np.zeros(wo_n, np.float64)       # a vector of partial sums: the loop vectorises
             for i in range(kh):
                 for j in range(kw):
-                    acc = 0.0
+                    off = j * dw - pw
+                    lo, hi = _wo_range(width, wo_n, sw, off)
+                    acc[:] = 0
                     for n in range(n_img):
                         for ho in range(ho_n):
                             h = ho * sh - ph + i * dh
                             if h >= 0 and h < height:
-                                for wo in range(wo_n):
-                                    w = wo * sw - pw + j * dw
-                                    if w >= 0 and w < width:
-                                        acc += dy[n, k, ho, wo] * x[n, c, h, w]
-                    dwt[k, 0, i, j] = acc
+                                a_ = dy[n, k, ho]
+                                b_ = x[n, c, h]
+                                s0 = uint64(lo)
+                                x0 = uint64(lo * sw + off)
+                                for t in range(uint64(hi - lo)):
+                                    acc[s0 + t] += a_[s0 + t] * b_[x0 + t * usw]
+                    dwt[k, 0, i, j] = acc.sum()
 
     # -- Winograd transforms ------------------------------------------------
     # V, M, dM, dV are (a*a, channels, T) over T = N*nth*nW tile columns,

@@ -52,8 +52,8 @@ def candidates(geom, channels):
         return names          # im2col's direct depthwise / plain GEMM paths win outright
     if ENGINES["winograd"].supports(geom):
         names += ["winograd", "winograd4"]
-    if ENGINES["fft"].supports(geom) and max(geom.kernel) > 1:
-        names.append("fft")
+    if ENGINES["fft"].supports(geom) and max(geom.extent) >= 5:
+        names.append("fft")       # measured: FFT never wins on 3x3 or factorised 1xk kernels
     return names
 
 
