@@ -393,3 +393,17 @@ def test_generated_winograd_codelets_match_their_matrices():
     text = (Path(winograd.__file__).parent / winograd.CODELET_FILE).read_text()
     assert text == winograd.codelet_source(), \
         "regenerate: python -c 'from pycaffe_lite.conv import winograd; winograd.write_codelets()'"
+
+
+def test_a_single_changed_weight_invalidates_kept_transforms():
+    """Net surgery between two forwards: one value of a large weight array changes."""
+    geom = ConvGeometry(3, 1, 1)
+    x, w, b, _ = _data((1, 96, 6, 6), 96, geom, np.float32)          # w has 82944 values
+    for engine in (get_engine("winograd4"), get_engine("fft")):
+        ctx = {}
+        engine.forward(x, w, b, geom, ctx=ctx)
+        w2 = w.copy()
+        w[7, 11, 2, 1] += 0.5
+        y = engine.forward(x, w, b, geom, ctx=ctx)
+        assert _rel(y, im2col.forward(x, w, b, geom)) < 1e-3
+        w[...] = w2
