@@ -25,7 +25,8 @@ from .workspace import (release_workspace, set_workspace_limit, workspace_bytes,
 
 __all__ = ["ConvGeometry", "forward", "backward", "ENGINES", "Engine", "get_engine",
            "chosen_engines", "engine_timings", "reset_choices", "resolve", "shape_key",
-           "workspace_bytes", "set_workspace_limit", "workspace_limit", "release_workspace"]
+           "workspace_bytes", "set_workspace_limit", "workspace_limit", "release_workspace",
+           "warm_up"]
 
 
 def _engine_for(engine, x, w, geom, kind="conv"):
@@ -53,3 +54,30 @@ def backward(x, w, dy, geom, engine="im2col", need_dx=True, need_dw=True, need_d
             x, w, dy, geom, need_dx=need_dx, need_dw=need_dw, dx_out=dx_out, ctx=ctx)
     db = dy.sum(axis=(0, 2, 3)) if need_db else None
     return dx, dw, db
+
+
+def warm_up(dtype="float32"):
+    """Compile (or load from Numba's cache) every CPU kernel for `dtype` now.
+
+    The first run on a fresh install otherwise pays one to two minutes of Numba
+    compilation spread over the first iterations; afterwards the compiled
+    kernels load from __pycache__ in about a second."""
+    import numpy as np
+    from . import _kernels
+    if not _kernels.HAVE_NUMBA:
+        return
+    saved = _kernels.MIN_WORK
+    _kernels.MIN_WORK = 0
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 4, 8, 8)).astype(dtype)
+        for geom, k in ((ConvGeometry(3, 1, 1), 4), (ConvGeometry(3, 2, 1), 4), (ConvGeometry(3, 1, 1, 1, 4), 4),
+                        (ConvGeometry(3, 2, 1, 1, 4), 4)):
+            w = rng.standard_normal((k, 4 // geom.group, 3, 3)).astype(dtype)
+            for name in ("im2col", "winograd", "winograd4"):
+                engine = ENGINES[name]
+                if engine.supports(geom) and not (name != "im2col" and geom.group > 1):
+                    y = engine.forward(x, w, None, geom)
+                    engine.backward(x, w, y, geom)
+    finally:
+        _kernels.MIN_WORK = saved
