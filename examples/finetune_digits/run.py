@@ -4,8 +4,14 @@ fine-tuned to digits 5-9 from a small subset, against the same net trained
 from scratch on that subset for the same number of iterations.
 
     python data/digits/build.py                  # once: the digits LMDBs
-    python examples/finetune_digits/run.py       # a few minutes on two cores
-    python examples/finetune_digits/run.py --iterations 40 --test-interval 10
+    python examples/finetune_digits/run.py       # several minutes on two cores
+    python examples/finetune_digits/run.py --keep --iterations 40 --test-interval 5
+
+What it shows (docs/finetuning.md has the figures): the fine-tuned net starts
+far ahead and stays ahead for the first epochs; on these small, smooth digits
+the net trained from scratch catches up after about three epochs of the
+subset, because random LeNet features already separate digits 5-9 about as
+well as the 0-4 net's do.
 
 Steps, each a `pycaffe-lite` command you could type yourself:
 1. split data/digits into work/source_{train,test}_lmdb (digits 0-4) and
@@ -130,9 +136,9 @@ def solver_copy(template, name, seed, net=None, iterations=None, test_interval=N
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=5, help="training images of each digit 5-9")
-    parser.add_argument("--iterations", type=int, default=10, help="training iterations of the target runs")
-    parser.add_argument("--test-interval", type=int, default=5, help="test every this many iterations")
-    parser.add_argument("--seeds", default="1,2,3,4,5", help="random seeds of the target runs")
+    parser.add_argument("--iterations", type=int, default=20, help="training iterations of the target runs")
+    parser.add_argument("--test-interval", type=int, default=2, help="test every this many iterations")
+    parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8", help="random seeds of the target runs")
     parser.add_argument("--keep", action="store_true", help="reuse work/ (and its 0-4 net) from an earlier run")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -185,15 +191,21 @@ def main(argv=None):
                           "finals": finals}
         print(f"| {variant:<16} | " + " | ".join(f"{a:8.3f}" for a in mean_curve)
               + f" | {min(finals):.3f}-{max(finals):.3f} |")
+    # Where is fine-tuning ahead? (mean over seeds, and on every seed)
+    ahead = [it for it in iterations[1:] if table["finetune"]["curve"][it] > table["scratch"]["curve"][it]]
+    every_seed = [i for i, it in enumerate(iterations) if it and all(
+        f[i][1] > s[i][1] for f, s in zip(curves["finetune"], curves["scratch"]))]
     results = {"counts": counts, "per_class": args.per_class, "seeds": seeds,
                "source_accuracy": source_acc, "target": table,
                "surgery": json.loads((WORK / "surgery.json").read_text())}
+    results["finetune_ahead_at"] = ahead
+    results["finetune_ahead_on_every_seed_at"] = [iterations[i] for i in every_seed]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    better = table["finetune"]["final_mean"] > table["scratch"]["final_mean"]
-    print(f"\nfine-tuning {'beats' if better else 'does NOT beat'} training from scratch "
-          f"({table['finetune']['final_mean']:.3f} vs {table['scratch']['final_mean']:.3f}); "
-          f"results in {WORK / 'results.json'}")
-    return 0 if better else 1
+    print(f"\nfine-tuned ahead of from-scratch (mean over seeds) at iterations {ahead or 'none'}; "
+          f"on every seed at {[iterations[i] for i in every_seed] or 'none'}.")
+    print(f"after {iterations[-1]} iterations: fine-tuned {table['finetune']['final_mean']:.3f}, "
+          f"from scratch {table['scratch']['final_mean']:.3f}; results in {WORK / 'results.json'}")
+    return 0 if ahead and ahead[0] == iterations[1] else 1
 
 
 if __name__ == "__main__":
