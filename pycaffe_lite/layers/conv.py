@@ -17,8 +17,16 @@ convolution is run as 2-D with a height of 1); more are refused.
 `engine` picks the algorithm (pycaffe_lite.conv): DEFAULT, CAFFE and CUDNN are
 im2col + GEMM; FFT (stride 1); WINOGRAD, F(2x2,3x3), and WINOGRAD4, F(4x4,3x3)
 (3x3, stride 1, dilation 1); AUTO times the applicable engines once per
-distinct shape (pycaffe_lite.conv.chosen_engines() lists the choices).  An
-engine asked for by name that cannot run the layer's geometry is an error.
+distinct shape (pycaffe_lite.conv.chosen_engines() lists the choices, and
+`layer.engine_name` says what a layer runs).  An engine asked for by name that
+cannot run the layer's geometry is an error.
+
+DEFAULT stays im2col, Caffe's own algorithm, rather than AUTO: it is exact to
+float rounding and the same from run to run, where AUTO's choice depends on
+timings (a busy machine can flip a close call) and costs a few passes per new
+shape.  Ask for AUTO, or WINOGRAD4 / FFT, where they pay: 3x3 stride-1 layers
+with 64+ channels on 28x28 and larger maps (Winograd F(4x4) 1.5-1.8x faster
+here), kernels of 7x7 and up (FFT 2-3x).
 """
 from ..conv import choice
 from ..conv import im2col as im2col_engine
