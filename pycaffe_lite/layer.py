@@ -17,6 +17,8 @@ one decorated class:
     class AbsValLayer(NeuronLayer):
         def forward(self, bottom, top): ...
 """
+import importlib
+
 from .blob import Blob
 from .proto import caffe_pb2
 
@@ -43,7 +45,9 @@ def register(type_name, v1=None):
 
 
 def _load_builtin_layers():
-    from . import layers  # noqa: F401  (importing the package registers every layer)
+    # Importing the package registers every layer.  By module path, not `from . import
+    # layers`: the package attribute `layers` is pycaffe's NetSpec `L` once __init__ ran.
+    importlib.import_module(f"{__package__}.layers")
 
 
 def layer_type_list():
