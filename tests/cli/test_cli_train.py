@@ -139,3 +139,12 @@ def test_bad_gpu_flag(workdir, capsys):
     write(workdir)
     assert main(["train", "--solver", "solver.prototxt", "--gpu", "first"]) == 2
     assert "--gpu takes device ids separated by ',' or 'all', got 'first'" in capsys.readouterr().err
+
+
+def test_level_and_stage_select_layers_of_the_train_net(workdir):
+    extra = quadratic_layer("extra").replace('loss_weight: 1', 'loss_weight: 1 include { phase: TRAIN stage: "big" min_level: 2 }')
+    solver = write(workdir, max_iter=1, snapshot=0, net=quadratic_layer() + extra)
+    assert main(["train", "--solver", solver, "--allow-python", "--log", "plain.log"]) == 0
+    assert "extra_loss" not in Path("plain.log").read_text()
+    assert main(["train", "--solver", solver, "--allow-python", "--stage", "big", "--level", "2", "--log", "big.log"]) == 0
+    assert re.search(r"Train net output #0: extra_loss = ", Path("big.log").read_text())
