@@ -11,6 +11,18 @@ from . import io as caffe_io
 from .net import TEST, Net
 
 
+def input_transformer(net, mean, input_scale, raw_scale, channel_swap):
+    """pycaffe's Transformer for the net's first input: HxWxK images to KxHxW, then the options."""
+    in_ = net.inputs[0]
+    transformer = caffe_io.Transformer({in_: net.blobs[in_].data.shape})
+    transformer.set_transpose(in_, (2, 0, 1))
+    for value, setter in ((mean, transformer.set_mean), (input_scale, transformer.set_input_scale),
+                          (raw_scale, transformer.set_raw_scale), (channel_swap, transformer.set_channel_swap)):
+        if value is not None:
+            setter(in_, value)
+    return transformer
+
+
 class Classifier(Net):
     """A TEST-phase Net whose first input takes (H x W x K) images through a Transformer."""
 
@@ -18,16 +30,7 @@ class Classifier(Net):
                  raw_scale=None, channel_swap=None, **net_kwargs):
         super().__init__(model_file, pretrained_file, TEST, **net_kwargs)
         in_ = self.inputs[0]
-        self.transformer = caffe_io.Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
         if image_dims is None or len(image_dims) == 0:
             image_dims = self.crop_dims

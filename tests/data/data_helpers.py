@@ -1,21 +1,11 @@
 """Small builders shared by the data-pipeline tests (images, list files, LMDBs, layers)."""
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("PYCAFFE_LITE_FIXTURES", REPO.parent / "shared" / "fixtures"))
-
-
-def fixture_path(*parts):
-    path = FIXTURES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"fixture {path} is absent (BVLC Caffe's files live in ../shared/fixtures)")
-    return path
+from conftest import FIXTURES, REPO, fixture_path  # noqa: F401  (re-exported for the data tests)
 
 
 def write_images(folder, n=8, size=(20, 24), color=True, ext="png", seed=0, vary=False):
