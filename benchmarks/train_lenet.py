@@ -7,7 +7,8 @@ Both train Caffe's LeNet (conv 20 5x5, max pool 2/2, conv 50 5x5, max pool 2/2, 
 softmax loss) with SGD (lr 0.01, momentum 0.9, weight decay 5e-4) on the same random 28x28 batch held
 in memory, so the figure is the training step itself: forward, backward and update. PyTorch is
 optional (`pip install torch==2.13.0` gives a CPU build); without it only pycaffe_lite is timed.
-Prints the median time per step, images per second and the ratio.
+Prints the median time per step, images per second and the ratio. The two are timed in alternating
+rounds, so a machine whose load drifts (a shared one) slows both alike.
 """
 import argparse
 import os
@@ -43,18 +44,20 @@ display: 0 max_iter: 1000000 random_seed: 1 solver_mode: CPU snapshot_after_trai
 """
 
 
-def timed(step, iters, repeats):
-    """Median seconds per step over `repeats` runs of `iters` steps (after a warm-up run)."""
-    step(max(3, iters // 5))
-    runs = []
+def timed(steppers, iters, repeats):
+    """Median seconds per step of each stepper: a warm-up, then `repeats` alternating rounds of `iters` steps."""
+    for step in steppers:
+        step(max(3, iters // 5))
+    runs = [[] for _ in steppers]
     for _ in range(repeats):
-        start = time.perf_counter()
-        step(iters)
-        runs.append((time.perf_counter() - start) / iters)
-    return statistics.median(runs)
+        for step, times in zip(steppers, runs):
+            start = time.perf_counter()
+            step(iters)
+            times.append((time.perf_counter() - start) / iters)
+    return [statistics.median(times) for times in runs]
 
 
-def bench_pycaffe_lite(images, labels, iters, repeats):
+def pycaffe_lite_stepper(images, labels):
     import logging
 
     from pycaffe_lite.solvers import get_solver
@@ -69,10 +72,10 @@ def bench_pycaffe_lite(images, labels, iters, repeats):
         solver = get_solver(solver_file)
     solver.net.blobs["data"].data[...] = images
     solver.net.blobs["label"].data[...] = labels
-    return timed(solver.step, iters, repeats), float(solver.net.blobs["loss"].data)
+    return solver.step, lambda: float(solver.net.blobs["loss"].data)
 
 
-def bench_torch(images, labels, iters, repeats):
+def torch_stepper(images, labels):
     import torch
     from torch import nn
     torch.manual_seed(1)
@@ -95,7 +98,7 @@ def bench_torch(images, labels, iters, repeats):
             optimizer.step()
         state["loss"] = float(loss.detach())
 
-    return timed(step, iters, repeats), state["loss"]
+    return step, lambda: state["loss"]
 
 
 def main(argv=None):
@@ -110,9 +113,7 @@ def main(argv=None):
     images = rng.uniform(0, 1, size=(args.batch, 1, 28, 28)).astype(np.float32)
     labels = rng.integers(0, 10, size=args.batch).astype(np.float32)
 
-    rows = []
-    seconds, loss = bench_pycaffe_lite(images, labels, args.iters, args.repeats)
-    rows.append(("pycaffe_lite (NumPy)", seconds, loss))
+    names, steppers = ["pycaffe_lite (NumPy)"], [pycaffe_lite_stepper(images, labels)]
     try:
         import torch
     except ImportError:
@@ -121,8 +122,10 @@ def main(argv=None):
     if torch is not None:
         if args.threads:
             torch.set_num_threads(args.threads)
-        seconds, loss = bench_torch(images, labels, args.iters, args.repeats)
-        rows.append((f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)", seconds, loss))
+        names.append(f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)")
+        steppers.append(torch_stepper(images, labels))
+    seconds = timed([step for step, _ in steppers], args.iters, args.repeats)
+    rows = [(name, s, loss()) for name, s, (_, loss) in zip(names, seconds, steppers)]
 
     print(f"LeNet training step, batch {args.batch}, {os.cpu_count()} CPUs, median of {args.repeats} x {args.iters} steps")
     print(f"{'framework':<40} {'ms/step':>9} {'images/s':>10} {'loss':>8}")
