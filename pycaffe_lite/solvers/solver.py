@@ -318,7 +318,7 @@ class Solver:
                          _fmt(round(lapse, 3)), p.display, _fmt(self.smoothed_loss))
                 timer = time.perf_counter()
                 self.iterations_last = self.iter
-                self._log_outputs(self.net, "Train", self._output_values(self.net))
+                self._log_outputs("Train", self._output_values(self.net))
             for _, on_gradients_ready in self.callbacks:
                 on_gradients_ready()
             self._check_finite(loss)
@@ -394,11 +394,12 @@ class Solver:
         return out
 
     @staticmethod
-    def _log_outputs(net, which, outputs, divide=1):
+    def _log_outputs(which, outputs):
+        """Caffe's `    Train net output #k: name = v (* w = w*v loss)`, one line per output value."""
         index = 0
         for name, weight, values in outputs:
             for value in values:
-                value = np.float32(value) / np.float32(divide) if divide != 1 else np.float32(value)
+                value = np.float32(value)
                 extra = f" (* {_fmt(weight)} = {_fmt(np.float32(weight) * value)} loss)" if weight else ""
                 log.info("    %s net output #%d: %s = %s%s", which, index, name, _fmt(value), extra)
                 index += 1
@@ -500,22 +501,20 @@ class Solver:
             if p.test_compute_loss:
                 loss += iter_loss
             outputs = self._output_values(test_net)
-            flat = np.concatenate([v.astype(np.float32) for _, _, v in outputs]) if outputs else np.zeros(0, np.float32)
-            scores = flat.copy() if scores is None else scores + flat
+            if scores is None:
+                scores = [values.astype(np.float32) for _, _, values in outputs]
+            else:
+                for total, (_, _, values) in zip(scores, outputs):
+                    total += values
         if self.requested_early_exit:
             log.info("Test interrupted.")
             return
         if p.test_compute_loss and iterations:
             log.info("Test loss: %s", _fmt(loss / np.float32(iterations)))
-        results, index = [], 0
-        for name, weight, values in outputs:
-            for _ in values:
-                mean = np.float32(scores[index]) / np.float32(iterations)
-                extra = f" (* {_fmt(weight)} = {_fmt(np.float32(weight) * mean)} loss)" if weight else ""
-                log.info("    Test net output #%d: %s = %s%s", index, name, _fmt(mean), extra)
-                results.append((name, float(mean), weight))
-                index += 1
-        self.test_results.append(results)
+        means = [(name, weight, total / np.float32(iterations))
+                 for (name, weight, _), total in zip(outputs, scores or [])]
+        self._log_outputs("Test", means)
+        self.test_results.append([(name, float(mean), weight) for name, weight, values in means for mean in values])
 
     # ------------------------------------------------------------------
     # snapshots
