@@ -10,13 +10,24 @@ backward (dx, dw, db).  Effective GFLOP/s count the direct algorithm's work:
 2 x multiply-adds for a forward, three times that for forward + backward,
 whatever the engine really computes (so Winograd and FFT can pass 100 %).
 "x torch" is PyTorch's time over ours (above 1: we are faster); "% peak" is
-against the best float32 GEMM NumPy reaches in the same run (2048^3, before
-and after).  Runs alternate between engines, and each figure is the best (or
+against the best float32 GEMM NumPy reaches in the same run (2048^3, run
+before, after and between the cases).  Runs alternate between engines, and each figure is the best (or
 --stat median) of the repeats, so that a busy machine disturbs the columns
 alike.  PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
-import argparse
 import os
+
+# Let OpenBLAS's workers sleep as soon as a GEMM is done (read when NumPy loads),
+# so that they do not spin against the Numba kernels between GEMMs; and start
+# PyTorch's OpenMP runtime before ours asks for passive waiting, so that its
+# figures are PyTorch's defaults.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+try:
+    import torch  # noqa: F401
+except Exception:
+    pass
+
+import argparse
 import platform
 import statistics
 import sys
@@ -139,6 +150,16 @@ class Case:
         return fwd, fwd_bwd
 
 
+_PEAK = []   # GFLOP/s of every reference GEMM run, interleaved with the cases
+
+
+def _peak_run(n=2048):
+    a = getattr(_peak_run, "a", None)
+    if a is None:
+        a = _peak_run.a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    _PEAK.append(2.0 * n ** 3 / _timed(lambda: a @ a) / 1e9)
+
+
 def measure(case, engines, repeats, stat):
     """{column: (forward seconds, forward+backward seconds)}, runs interleaved."""
     runs = {}
@@ -153,6 +174,7 @@ def measure(case, engines, repeats, stat):
         fwd_bwd()
     times = {name: ([], []) for name in runs}
     for _ in range(repeats):
+        _peak_run()                          # the GEMM peak, measured alongside
         for name, (fwd, fwd_bwd) in runs.items():
             times[name][0].append(_timed(fwd))
             times[name][1].append(_timed(fwd_bwd))
@@ -205,11 +227,11 @@ def main(argv=None):
         case = Case(name, torch)
         rows.append((case, measure(case, args.engines, repeats, args.stat)))
         print(f"  measured {case.describe()}", file=sys.stderr, flush=True)
-    peak = max(peak_before, gemm_peak(3 if args.quick else 5))
+    peak = max([peak_before, gemm_peak(3 if args.quick else 5)] + _PEAK)
 
     print(f"# Convolution engines vs PyTorch CPU ({platform.machine()}, {os.cpu_count()} cores, float32)")
-    print(f"NumPy {np.__version__} float32 GEMM peak this run: {peak:.1f} GFLOP/s (2048^3, best of runs "
-          f"before and after). {torch_note}.")
+    print(f"NumPy {np.__version__} float32 GEMM peak this run: {peak:.1f} GFLOP/s (2048^3, the best of "
+          f"{len(_PEAK) + (6 if args.quick else 10)} runs spread over the whole run). {torch_note}.")
     clock = "process CPU time" if args.cpu_time else "wall-clock time"
     print(f"Each time is the {args.stat} {clock} of {repeats} interleaved runs; GFLOP/s count the direct "
           "algorithm's 2*MACs (x3 for forward+backward); 'x torch' = PyTorch time / ours.\n")

@@ -17,6 +17,18 @@ pycaffe_lite drew, and the two outputs are compared as a check that the
 architectures match.  Times are medians of --repeats runs of --iters steps.
 PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
+import os
+
+# Let OpenBLAS's workers sleep as soon as a GEMM is done (read when NumPy loads),
+# so that they do not spin against the Numba kernels between GEMMs; and start
+# PyTorch's OpenMP runtime before ours asks for passive waiting, so that its
+# figures are PyTorch's defaults.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+try:
+    import torch  # noqa: F401
+except Exception:
+    pass
+
 import argparse
 import logging
 import os

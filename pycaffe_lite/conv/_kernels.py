@@ -20,6 +20,16 @@ import os
 
 import numpy as np
 
+# Numba's OpenMP workers and OpenBLAS's workers take turns on the same cores
+# (transform, GEMM, transform).  By default both spin-wait after their parallel
+# section, and each then runs against the other's spinning threads: measured on
+# 2 cores, Winograd ran 1.35x slower and im2col 1.1x.  Numba's OpenMP pool is
+# started lazily, so asking it to sleep when idle still works here; OpenBLAS
+# reads OPENBLAS_THREAD_TIMEOUT (4 = sleep at once) only when NumPy is first
+# imported, so that one must be set before any `import numpy` (the benchmarks
+# do; see the lead's notes for the CLI).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 HAVE_NUMBA = False
 # Below this many elements of work the plain array versions run instead: waking
 # Numba's worker threads costs tens of microseconds on a quiet machine and up
