@@ -16,20 +16,27 @@ before, after and between the cases).  Runs alternate between engines, and each 
 alike.  PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
 import os
+import sys
 
-# Let OpenBLAS's workers sleep as soon as a GEMM is done (read when NumPy loads),
-# so that they do not spin against the Numba kernels between GEMMs; and start
-# PyTorch's OpenMP runtime before ours asks for passive waiting, so that its
-# figures are PyTorch's defaults.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-try:
-    import torch  # noqa: F401
-except Exception:
-    pass
+# OpenBLAS's workers should sleep as soon as a GEMM is done (read when NumPy
+# loads), so that they do not spin against the Numba kernels between GEMMs.
+# PyTorch runs in a worker process of its own with the environment as it was,
+# so that its OpenMP runtime keeps PyTorch's defaults and its threads do not
+# share a runtime with Numba's (the two would otherwise load one libgomp).
+_ORIGINAL_ENV = dict(os.environ)
+if "--torch-worker" in sys.argv:
+    try:
+        import torch  # noqa: F401  (first: its OpenMP runtime starts with the environment as it was)
+    except Exception:
+        pass
+else:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -76,22 +83,94 @@ def _timed(fn):
     return clock() - start
 
 
-_THREADS = [None]
+class TorchWorker:
+    """PyTorch's conv2d timed in a child process, one run per request (interleaved with ours)."""
+
+    def __init__(self, threads, cpu_time):
+        env = dict(_ORIGINAL_ENV)
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--torch-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.info = self.ask(cmd="info", threads=threads, cpu_time=cpu_time)
+
+    def ask(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def fns(self, name):
+        self.ask(cmd="setup", name=name)
+
+        def run(what):
+            seconds = self.ask(cmd="run", what=what)["seconds"]
+            time.sleep(0.02)            # let PyTorch's spinning OpenMP threads go to sleep
+            return seconds
+        return (lambda: run("fwd")), (lambda: run("fb"))
+
+    def close(self):
+        try:
+            self.ask(cmd="quit")
+        except Exception:
+            pass
+        self.proc.wait(timeout=10)
 
 
-def _torch():
+def torch_worker_main():
+    """The child side of TorchWorker: JSON requests on stdin, replies on stdout."""
     try:
         import torch
-    except Exception as exc:   # not installed, or a broken install
-        return None, f"PyTorch not available ({exc.__class__.__name__}: {exc}); its columns are skipped"
-    torch.set_num_threads(_THREADS[0] or os.cpu_count() or 1)
-    return torch, f"PyTorch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
+    except Exception as exc:
+        for line in sys.stdin:
+            print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}"}), flush=True)
+        return
+    F = torch.nn.functional
+    state = {}
+    clock = time.perf_counter
+    for line in sys.stdin:
+        req = json.loads(line)
+        cmd = req["cmd"]
+        if cmd == "quit":
+            print(json.dumps({}), flush=True)
+            return
+        if cmd == "info":
+            torch.set_num_threads(req.get("threads") or os.cpu_count() or 1)
+            if req.get("cpu_time"):
+                clock = time.process_time
+            print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+        elif cmd == "setup":
+            x_shape, k, kernel, stride, pad, group, _ = SHAPES[req["name"]]
+            g = ConvGeometry(kernel, stride, pad, 1, group)
+            x = torch.randn(x_shape)
+            w = torch.randn((k, x_shape[1] // group) + g.kernel) * 0.1
+            b = torch.randn(k)
+            args = dict(stride=g.stride, padding=g.pad, dilation=g.dilation, groups=g.group)
+            with torch.no_grad():
+                dy = torch.randn(F.conv2d(x, w, b, **args).shape)
+            xg, wg, bg = (t.clone().requires_grad_(True) for t in (x, w, b))
+
+            def fwd():
+                with torch.no_grad():
+                    F.conv2d(x, w, b, **args)
+
+            def fb():
+                xg.grad = wg.grad = bg.grad = None
+                F.conv2d(xg, wg, bg, **args).backward(dy)
+            fwd(), fb()                                   # warm-up: oneDNN primitives
+            state = {"fwd": fwd, "fb": fb}
+            print(json.dumps({}), flush=True)
+        elif cmd == "run":
+            fn = state[req["what"]]
+            start = clock()
+            fn()
+            print(json.dumps({"seconds": clock() - start}), flush=True)
 
 
 class Case:
     """One layer shape: arrays, the runnable (forward, forward+backward) pairs."""
 
-    def __init__(self, name, torch):
+    def __init__(self, name):
         x_shape, k, kernel, stride, pad, group, self.label = SHAPES[name]
         self.name = name
         self.geom = ConvGeometry(kernel, stride, pad, 1, group)
@@ -105,7 +184,6 @@ class Case:
         self.dx = np.empty_like(self.x)
         self.flops = 2.0 * self.geom.macs(x_shape, k)
         self.x_shape, self.k = x_shape, k
-        self.torch = torch
 
     def describe(self):
         n, c, h, w = self.x_shape
@@ -127,28 +205,6 @@ class Case:
             self.dy.sum(axis=(0, 2, 3))
         return fwd, fwd_bwd
 
-    def torch_fns(self):
-        torch = self.torch
-        F = torch.nn.functional
-        x = torch.from_numpy(self.x)
-        w = torch.from_numpy(self.w)
-        b = torch.from_numpy(self.b)
-        dy = torch.from_numpy(self.dy)
-        g = self.geom
-        args = dict(stride=g.stride, padding=g.pad, dilation=g.dilation, groups=g.group)
-        xg = x.clone().requires_grad_(True)
-        wg = w.clone().requires_grad_(True)
-        bg = b.clone().requires_grad_(True)
-
-        def fwd():
-            with torch.no_grad():
-                F.conv2d(x, w, b, **args)
-
-        def fwd_bwd():
-            xg.grad = wg.grad = bg.grad = None
-            F.conv2d(xg, wg, bg, **args).backward(dy)
-        return fwd, fwd_bwd
-
 
 _PEAK = []   # GFLOP/s of every reference GEMM run, interleaved with the cases
 
@@ -160,24 +216,25 @@ def _peak_run(n=2048):
     _PEAK.append(2.0 * n ** 3 / _timed(lambda: a @ a) / 1e9)
 
 
-def measure(case, engines, repeats, stat):
+def measure(case, engines, repeats, stat, torch_worker=None):
     """{column: (forward seconds, forward+backward seconds)}, runs interleaved."""
     runs = {}
     for name in engines:
         fns = case.engine_fns(name)
         if fns:
-            runs[name] = fns
-    if case.torch is not None:
-        runs["pytorch"] = case.torch_fns()
-    for fwd, fwd_bwd in runs.values():      # warm-up: Numba compiles, FFT plans, oneDNN primitives
+            fwd, fwd_bwd = fns
+            runs[name] = ((lambda f=fwd: _timed(f)), (lambda f=fwd_bwd: _timed(f)))
+    if torch_worker is not None:
+        runs["pytorch"] = torch_worker.fns(case.name)   # these return the worker's own timing
+    for fwd, fwd_bwd in runs.values():      # warm-up: Numba compiles, FFT plans
         fwd()
         fwd_bwd()
     times = {name: ([], []) for name in runs}
     for _ in range(repeats):
         _peak_run()                          # the GEMM peak, measured alongside
         for name, (fwd, fwd_bwd) in runs.items():
-            times[name][0].append(_timed(fwd))
-            times[name][1].append(_timed(fwd_bwd))
+            times[name][0].append(fwd())
+            times[name][1].append(fwd_bwd())
     pick = min if stat == "min" else statistics.median
     return {name: (pick(f), pick(fb)) for name, (f, fb) in times.items()}
 
@@ -219,13 +276,19 @@ def main(argv=None):
     shapes = args.shapes or (QUICK if args.quick else list(SHAPES))
     repeats = args.repeats or (2 if args.quick else 5)
 
-    _THREADS[0] = args.threads
-    torch, torch_note = (None, "PyTorch left out (--no-torch)") if args.no_torch else _torch()
+    worker, torch_note = None, "PyTorch left out (--no-torch)"
+    if not args.no_torch:
+        try:
+            worker = TorchWorker(args.threads, args.cpu_time)
+            torch_note = (f"PyTorch {worker.info['version']} (CPU, {worker.info['threads']} threads, "
+                          "in a worker process, runs interleaved with ours)")
+        except Exception as exc:
+            worker, torch_note = None, f"PyTorch not available ({exc}); its columns are skipped"
     peak_before = gemm_peak(3 if args.quick else 5)
     rows = []
     for name in shapes:
-        case = Case(name, torch)
-        rows.append((case, measure(case, args.engines, repeats, args.stat)))
+        case = Case(name)
+        rows.append((case, measure(case, args.engines, repeats, args.stat, worker)))
         print(f"  measured {case.describe()}", file=sys.stderr, flush=True)
     peak = max([peak_before, gemm_peak(3 if args.quick else 5)] + _PEAK)
 
@@ -235,9 +298,14 @@ def main(argv=None):
     clock = "process CPU time" if args.cpu_time else "wall-clock time"
     print(f"Each time is the {args.stat} {clock} of {repeats} interleaved runs; GFLOP/s count the direct "
           "algorithm's 2*MACs (x3 for forward+backward); 'x torch' = PyTorch time / ours.\n")
-    print(table(rows, peak, torch is not None))
+    if worker is not None:
+        worker.close()
+    print(table(rows, peak, worker is not None))
     print(f"\nconvolution workspace after the run: {workspace_bytes() / 2 ** 20:.1f} MiB")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--torch-worker"]:
+        torch_worker_main()
+    else:
+        main()

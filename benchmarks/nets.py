@@ -18,30 +18,34 @@ architectures match.  Times are medians of --repeats runs of --iters steps.
 PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
 import os
+import sys
 
-# Let OpenBLAS's workers sleep as soon as a GEMM is done (read when NumPy loads),
-# so that they do not spin against the Numba kernels between GEMMs; and start
-# PyTorch's OpenMP runtime before ours asks for passive waiting, so that its
-# figures are PyTorch's defaults.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-try:
-    import torch  # noqa: F401
-except Exception:
-    pass
+# OpenBLAS's workers should sleep as soon as a GEMM is done (read when NumPy
+# loads).  PyTorch runs in a worker process with the environment as it was, so
+# that its OpenMP runtime keeps PyTorch's defaults and does not share a libgomp
+# with Numba's.
+_ORIGINAL_ENV = dict(os.environ)
+if "--torch-worker" in sys.argv:
+    try:
+        import torch  # noqa: F401  (first: its OpenMP runtime starts with the environment as it was)
+    except Exception:
+        pass
+else:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse
+import json
 import logging
-import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pycaffe_lite import conv  # noqa: E402
-from pycaffe_lite.net import Net, read_net_param  # noqa: E402
 from pycaffe_lite.proto import caffe_pb2  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -75,6 +79,7 @@ ENGINE_VALUES = {"DEFAULT": 0, "AUTO": 1003, "FFT": 1000, "WINOGRAD": 1001, "WIN
 def load_param(name, engine):
     """The deploy NetParameter with the benchmark's batch, a loss when training, and the engine."""
     from google.protobuf import text_format
+    from pycaffe_lite.net import read_net_param
     source, batch, train, image, classes = NETS[name]
     if source.endswith(".prototxt"):
         param = read_net_param(os.path.join(ROOT, source))
@@ -113,7 +118,8 @@ def _engine_fits(p, value):
 # ---------------------------------------------------------------------------
 # PyTorch: the same NetParameter, layer by layer
 # ---------------------------------------------------------------------------
-def torch_module(param, net, train):
+def torch_module(param, params, train):
+    """A torch.nn.Module running the NetParameter's layers with `params` {layer: [arrays]}."""
     import torch
     import torch.nn.functional as F
 
@@ -125,10 +131,9 @@ def torch_module(param, net, train):
             for layer in param.layer:
                 if layer.type == "Input":
                     continue
-                blobs = net.params.get(layer.name, [])
-                for i, blob in enumerate(blobs):
+                for i, array in enumerate(params.get(layer.name, [])):
                     self.weights[f"{len(self.layers)}_{i}"] = torch.nn.Parameter(
-                        torch.from_numpy(np.array(blob.data, dtype=np.float32)),
+                        torch.from_numpy(np.array(array, dtype=np.float32)),
                         requires_grad=train and layer.type not in ("BatchNorm",))
                 self.layers.append(layer)
 
@@ -214,21 +219,97 @@ def randomize(net, seed=0):
 
 
 # ---------------------------------------------------------------------------
-def median_time(step, iters, repeats):
-    step(1)
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(iters)
-        runs.append((time.perf_counter() - start) / iters)
-    return statistics.median(runs)
+class TorchWorker:
+    """The PyTorch twin in a child process (default environment), one timed run per request."""
+
+    def __init__(self, threads):
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--torch-worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(_ORIGINAL_ENV),
+                                     text=True)
+        self.info = self.ask(cmd="info", threads=threads)
+
+    def ask(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def close(self):
+        try:
+            self.ask(cmd="quit")
+        except Exception:
+            pass
+        self.proc.wait(timeout=30)
 
 
-def run(name, engine, iters, repeats, torch):
+def torch_worker_main():
+    try:
+        import torch
+    except Exception as exc:
+        for _ in sys.stdin:
+            print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}"}), flush=True)
+        return
+    from google.protobuf import text_format
+    state = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        cmd = req["cmd"]
+        reply = {}
+        if cmd == "quit":
+            print(json.dumps(reply), flush=True)
+            return
+        if cmd == "info":
+            torch.set_num_threads(req.get("threads") or os.cpu_count() or 1)
+            reply = {"version": torch.__version__, "threads": torch.get_num_threads()}
+        elif cmd == "setup":
+            param = text_format.Parse(req["param"], caffe_pb2.NetParameter())
+            data = np.load(req["npz"], allow_pickle=False)
+            params = {}
+            for key in data.files:
+                if key.startswith("param/"):
+                    layer, i = key[6:].rsplit("/", 1)
+                    params.setdefault(layer, {})[int(i)] = data[key]
+            params = {k: [v[i] for i in sorted(v)] for k, v in params.items()}
+            train = req["train"]
+            model = torch_module(param, params, train)
+            inputs = {"data": torch.from_numpy(data["data"])}
+            if train:
+                inputs["label"] = torch.from_numpy(data["label"])
+            with torch.no_grad():
+                check = model.eval()(inputs, req["want"]).numpy()
+            reply = {"check": np.asarray(check, dtype=np.float64).ravel().tolist()}
+            if train:
+                model.train()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
+
+                def step():
+                    optimizer.zero_grad(set_to_none=False)
+                    model(inputs).backward()
+                    optimizer.step()
+            else:
+                def step():
+                    with torch.no_grad():
+                        model(inputs)
+            step()                                        # warm-up
+            state = {"step": step}
+        elif cmd == "run":
+            start = time.perf_counter()
+            for _ in range(req["iters"]):
+                state["step"]()
+            reply = {"seconds": (time.perf_counter() - start) / req["iters"]}
+        print(json.dumps(reply), flush=True)
+
+
+def run(name, engine, iters, repeats, worker):
+    from google.protobuf import text_format
+    from pycaffe_lite.net import Net
     param, batch, train, image, classes = load_param(name, engine)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch,) + image).astype(np.float32)
     labels = rng.integers(0, classes, batch).astype(np.float32)
+    last = param.layer[-1]
     if train:
         from pycaffe_lite.solvers import get_solver
         solver_param = caffe_pb2.SolverParameter(
@@ -237,60 +318,48 @@ def run(name, engine, iters, repeats, torch):
         solver_param.net_param.CopyFrom(param)
         solver = get_solver(solver_param)
         net = solver.net
-        randomize(net)
-        net.blobs["data"].data[...] = images
-        net.blobs["label"].data[...] = labels
-        ours = median_time(solver.step, iters, repeats)
-        output = "loss"
+        step = solver.step
+        want = "loss"
     else:
         net = Net(param, caffe_pb2.TEST)
-        randomize(net)
-        net.blobs["data"].data[...] = images
-        ours = median_time(lambda n: [net.forward() for _ in range(n)], iters, repeats)
-        output = net.outputs[0]
-    engines = sorted({layer.engine_name for layer in net.layers if hasattr(layer, "engine_name")})
-    row = dict(net=name, task="training step" if train else "inference", batch=batch, ours=ours,
-               engines=engines)
-    if torch is None:
-        return row
-    model = torch_module(param, net, train)
-    x = torch.from_numpy(images)
-    y = torch.from_numpy(labels)
-    inputs = {"data": x, "label": y} if train else {"data": x}
-    if train:
-        check_net = Net(param, caffe_pb2.TRAIN)          # fresh weights, to compare one forward
-        randomize(check_net)
-        model_check = torch_module(param, check_net, True)
-        check_net.blobs["data"].data[...] = images
-        check_net.blobs["label"].data[...] = labels
-        check_net.forward()
-        with torch.no_grad():
-            torch.manual_seed(0)
-            theirs = float(model_check.eval()(inputs)) if not any(
-                lp.type == "Dropout" for lp in param.layer) else None
-        mine = float(check_net.blobs[output].data)
-        row["agree"] = abs(theirs - mine) / max(abs(mine), 1e-12) if theirs is not None else None
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
+        want = last.bottom[0] if last.type == "Softmax" else net.outputs[0]   # logits: softmax may saturate
 
         def step(n):
             for _ in range(n):
-                optimizer.zero_grad(set_to_none=False)
-                model(inputs).backward()
-                optimizer.step()
-    else:
-        model.eval()
-        last = param.layer[-1]
-        want = last.bottom[0] if last.type == "Softmax" else output   # logits: softmax may saturate
-        with torch.no_grad():
-            theirs = model(inputs, want).numpy()
-        mine = net.blobs[want].data
-        row["agree"] = float(np.abs(theirs - mine).max() / max(np.abs(mine).max(), 1e-12))
-
-        def step(n):
-            with torch.no_grad():
-                for _ in range(n):
-                    model(inputs)
-    row["torch"] = median_time(step, iters, repeats)
+                net.forward()
+    randomize(net)
+    net.blobs["data"].data[...] = images
+    if train:
+        net.blobs["label"].data[...] = labels
+    row = dict(net=name, task="training step" if train else "inference", batch=batch)
+    if worker is not None:
+        # the twin gets these very weights and inputs; one forward of each is compared
+        dropout = any(lp.type == "Dropout" for lp in param.layer)
+        if not (train and dropout):
+            net.forward()
+            mine = np.array(net.blobs[want].data, dtype=np.float64).ravel()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "net.npz")
+            arrays = {f"param/{layer}/{i}": blob.data for layer, blobs in net.params.items()
+                      for i, blob in enumerate(blobs)}
+            np.savez(path, data=images, label=labels, **arrays)
+            theirs = np.array(worker.ask(cmd="setup", param=text_format.MessageToString(param), npz=path,
+                                         train=train, want=want)["check"])
+        if not (train and dropout):
+            row["agree"] = float(np.abs(theirs - mine).max() / max(np.abs(mine).max(), 1e-12))
+    step(1)                                               # warm-up
+    ours, theirs_t = [], []
+    for _ in range(repeats):                              # interleaved runs
+        start = time.perf_counter()
+        step(iters)
+        ours.append((time.perf_counter() - start) / iters)
+        if worker is not None:
+            theirs_t.append(worker.ask(cmd="run", iters=iters)["seconds"])
+            time.sleep(0.05)                              # let PyTorch's OpenMP threads settle
+    row["ours"] = statistics.median(ours)
+    if theirs_t:
+        row["torch"] = statistics.median(theirs_t)
+    row["engines"] = sorted({layer.engine_name for layer in net.layers if hasattr(layer, "engine_name")})
     return row
 
 
@@ -306,20 +375,22 @@ def main(argv=None):
     args = ap.parse_args(argv)
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
     nets = ["LeNet", "CaffeNet"] if args.quick and args.nets == list(NETS) else args.nets
-    torch, note = None, "PyTorch left out (--no-torch)"
+    worker, note = None, "PyTorch left out (--no-torch)"
     if not args.no_torch:
         try:
-            import torch
-            torch.set_num_threads(os.cpu_count() or 1)
-            note = f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
+            worker = TorchWorker(None)
+            note = (f"PyTorch {worker.info['version']} CPU, {worker.info['threads']} threads, in a worker "
+                    "process, runs interleaved with ours")
         except Exception as exc:
-            note = f"PyTorch not available ({exc}); its columns are skipped"
+            worker, note = None, f"PyTorch not available ({exc}); its columns are skipped"
     rows = []
     for name in nets:
         iters = args.iters or (2 if args.quick else (20 if name == "LeNet" else 3))
         repeats = args.repeats or (2 if args.quick else 3)
-        rows.append(run(name, args.engine, iters, repeats, torch))
+        rows.append(run(name, args.engine, iters, repeats, worker))
         print(f"  measured {name}", file=sys.stderr, flush=True)
+    if worker is not None:
+        worker.close()
     print(f"# Whole nets, pycaffe_lite vs PyTorch CPU ({os.cpu_count()} cores, float32, engine {args.engine})")
     print(f"{note}. Times are medians per step; 'x torch' = PyTorch time / ours (above 1: we are faster); "
           "'agree' = relative difference of the two nets' logits (inference) or loss (training) on the same weights and input.\n")
@@ -332,10 +403,14 @@ def main(argv=None):
         cells += [f"{agree:.1e}" if agree is not None else "-", ", ".join(r["engines"])]
         print("| " + " | ".join(cells) + " |")
     if args.engine == "AUTO":
+        from pycaffe_lite import conv
         print("\nAUTO choices:")
         for key, engine in conv.chosen_engines().items():
             print(f"  {key}: {engine}")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--torch-worker"]:
+        torch_worker_main()
+    else:
+        main()
