@@ -10,8 +10,9 @@ One iteration is Caffe's Solver::Step body, in its order:
                      clip_gradients (on the diffs summed over iter_size)
                      per parameter: normalize (diff /= iter_size),
                                     regularize (weight_decay * decay_mult, L2 or L1),
-                                    compute_update_value (the solver type's rule)
-                     net.update()  (data -= diff, in place)
+                                    compute_update_value (the solver type's rule),
+                                    data -= diff (net.update(), in place)
+                     (SGD on NumPy arrays does the four in one fused pass, fused.py)
     iter += 1, snapshot every `snapshot` iterations or when a signal asks
 
 A solver type (sgd.py, adaptive.py) overrides `compute_update_value` and, when
@@ -35,6 +36,7 @@ from ..backend import get_array_module
 from ..net import TEST, TRAIN, Net, read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..upgrade import upgrade_snapshot_prefix
+from . import fused
 from . import state as state_io
 from .lr_policy import check_policy, learning_rate
 from .signals import SolverAction
@@ -375,8 +377,12 @@ class Solver:
         if not math.isfinite(float(loss)):
             what = f"loss = {_fmt(loss)}"
         else:
-            total = sum(p.diff.sum() for p in self.params if p.has_diff)
-            if not math.isfinite(float(total)):
+            diffs = [p.diff for p in self.params if p.has_diff]
+            if fused.available(*diffs):
+                finite = fused.all_finite(diffs)
+            else:
+                finite = math.isfinite(float(sum(d.sum() for d in diffs)))
+            if not finite:
                 what = f"the gradients are not finite (loss = {_fmt(loss)})"
         if what is None:
             return
@@ -418,10 +424,15 @@ class Solver:
             log.info("Iteration %d, lr = %s", self.iter, _fmt(np.float32(rate)))
         self.clip_gradients()
         for i in range(len(self.params)):
-            self.normalize(i)
-            self.regularize(i)
-            self.compute_update_value(i, rate)
-        self.net.update()
+            self.update_param(i, rate)
+
+    def update_param(self, i, rate):
+        """Caffe's per-parameter sequence, then net.update()'s data -= diff for this parameter."""
+        self.normalize(i)
+        self.regularize(i)
+        self.compute_update_value(i, rate)
+        blob = self.params[i]
+        blob.data -= blob.diff
 
     def clip_gradients(self):
         clip = self.param.clip_gradients

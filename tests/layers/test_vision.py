@@ -143,7 +143,7 @@ def test_max_pooling_mask_top_gets_no_gradient_role():
 
 
 def test_numba_max_pooling_matches_numpy():
-    if vision._numba_kernels() is None:
+    if vision._numba() is None:
         pytest.skip("Numba is not installed")
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((3, 8, 13, 11)).astype(dtype)
@@ -346,7 +346,7 @@ def test_goldens(case):
 
 
 def test_numba_lrn_window_sums_match_numpy():
-    if vision._numba_kernels() is None:
+    if vision._numba() is None:
         pytest.skip("Numba is not installed")
     for dtype, C, size in [(np.float32, 7, 5), (np.float64, 3, 5), (np.float64, 8, 1), (np.float32, 9, 3)]:
         a = rng.standard_normal((2, C, 17, 19)).astype(dtype)
