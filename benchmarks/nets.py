@@ -355,7 +355,7 @@ def run(name, engine, iters, repeats, worker):
         ours.append((time.perf_counter() - start) / iters)
         if worker is not None:
             theirs_t.append(worker.ask(cmd="run", iters=iters)["seconds"])
-            time.sleep(0.05)                              # let PyTorch's OpenMP threads settle
+            time.sleep(float(os.environ.get("BENCH_SLEEP", "0.05")))  # let PyTorch's OpenMP threads settle
     row["ours"] = statistics.median(ours)
     if theirs_t:
         row["torch"] = statistics.median(theirs_t)

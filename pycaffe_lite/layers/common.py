@@ -91,24 +91,28 @@ class InnerProductLayer(Layer):
         top[0].reshape(shape[:self.axis] + (self.num_output,))
 
     def forward(self, bottom, top):
+        xp = get_array_module(bottom[0].data)
         x = bottom[0].data.reshape(self.M, self.K)
         w = self.blobs[0].data
-        y = x @ w if self.transpose else x @ w.T
+        y = top[0].data.reshape(self.M, self.num_output)
+        xp.matmul(x, w if self.transpose else w.T, out=y)
         if self.bias_term:
             y += self.blobs[1].data
-        top[0].data = y.reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
+        xp = get_array_module(top[0].diff)
         g = top[0].diff.reshape(self.M, self.num_output)
         x = bottom[0].data.reshape(self.M, self.K)
         if param_wanted(self, 0):
-            self.blobs[0].diff += (x.T @ g) if self.transpose else (g.T @ x)
+            if self.transpose:
+                backend.matmul_add(x.T, g, self.blobs[0].diff)
+            else:
+                backend.matmul_add(g.T, x, self.blobs[0].diff)
         if self.bias_term and param_wanted(self, 1):
             self.blobs[1].diff += g.sum(axis=0)
         if propagate_down[0]:
             w = self.blobs[0].data
-            dx = g @ w.T if self.transpose else g @ w
-            bottom[0].diff = dx.reshape(bottom[0].shape)
+            xp.matmul(g, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.M, self.K))
 
 
 # ---- Softmax --------------------------------------------------------------------

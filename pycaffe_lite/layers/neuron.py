@@ -73,6 +73,19 @@ class ReLULayer(PointwiseLayer):
         positive = (x > 0) if x is not None else (y > 0)
         return xp.where(positive, g, g * self.slope)
 
+    def forward(self, bottom, top):
+        if self.slope != 0:
+            return super().forward(bottom, top)
+        x = bottom[0].data                       # the plain ReLU: one pass, in place or into the top
+        get_array_module(x).maximum(x, 0, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if self.slope != 0:
+            return super().backward(top, propagate_down, bottom)
+        if propagate_down[0]:
+            y = top[0].data
+            get_array_module(y).multiply(top[0].diff, y > 0, out=bottom[0].diff)
+
 
 @register("Sigmoid", v1="SIGMOID")
 class SigmoidLayer(PointwiseLayer):
