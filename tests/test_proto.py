@@ -632,10 +632,7 @@ def test_upgrade_binary_v1_caffemodel_roundtrip():
 def test_v1_type_table_covers_enum_and_agrees_with_registry():
     enum_names = set(pb.V1LayerParameter.LayerType.keys())
     assert set(upgrade.V1_TYPE_NAMES) == enum_names
-    try:
-        from pycaffe_lite.layer import v1_type_names
-    except ImportError:
-        pytest.skip("layer registry not available")
+    from pycaffe_lite.layer import v1_type_names
     for enum_name, type_name in v1_type_names().items():
         if enum_name not in enum_names:
             continue  # not a V1 type at all: can never appear in a V1 net

@@ -97,10 +97,12 @@ def build(out_dir=HERE, force=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(HERE), help="folder for the two LMDBs (default: data/digits)")
+    parser.add_argument("--out", default=str(HERE),
+                        help="folder for the two LMDBs, created if need be (default: data/digits)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the databases exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     build(args.out, args.force)
     return 0
 

@@ -126,8 +126,6 @@ def test_log_written_by_pycaffe_lite_train_parses_and_plots(tmp_path):
                           "--log", "train.log", "--no-progress"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "2"})
-    if run.returncode != 0 and "invalid choice: 'train'" in run.stderr:
-        pytest.skip("pycaffe-lite train is not available yet")
     assert run.returncode == 0, run.stderr[-2000:]
     train, test = parse_log(str(tmp_path / "train.log"))
     assert [row["NumIters"] for row in train] == list(range(6))

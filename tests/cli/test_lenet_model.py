@@ -29,10 +29,22 @@ def test_solver_variants(name):
     assert param.snapshot_prefix.startswith("models/lenet/lenet")
 
 
-def test_lenet_solver_trains_a_step(monkeypatch):
-    if not (REPO / "data" / "digits" / "digits_train_lmdb").exists():
-        pytest.skip("the digits LMDBs are not built (python data/digits/build.py)")
-    monkeypatch.chdir(REPO)
+@pytest.fixture(scope="module")
+def lenet_tree(tmp_path_factory):
+    """models/lenet beside freshly built digits LMDBs, laid out as the repository is."""
+    import shutil
+    import subprocess
+    import sys
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(LENET, root / "models" / "lenet", ignore=shutil.ignore_patterns("snapshots", "*.caffemodel",
+                                                                                   "*.solverstate"))
+    subprocess.run([sys.executable, str(REPO / "data" / "digits" / "build.py"), "--out",
+                    str(root / "data" / "digits")], check=True, capture_output=True)
+    return root
+
+
+def test_lenet_solver_trains_a_step(monkeypatch, lenet_tree):
+    monkeypatch.chdir(lenet_tree)
     solver = get_solver("models/lenet/lenet_solver.prototxt")
     try:
         assert solver.test_nets[0].blobs["data"].shape == (99, 1, 28, 28)   # 3 x 99 = the 297 test digits
