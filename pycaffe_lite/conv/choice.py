@@ -1,44 +1,52 @@
-"""`engine: AUTO`: time the engines that apply, once per distinct layer shape.
+"""`engine: AUTO` and `DEFAULT`: time the engines that apply, once per distinct layer shape.
 
 For a shape seen for the first time, every applicable engine runs on random
 data of that shape (after a small warm-up, so that Numba compiles are not
-timed), twice, interleaved, the better run counting: forward and backward for
-a Convolution, or the transposed pair for a Deconvolution.  The fastest wins, except that im2col (exact
-Caffe arithmetic) is kept unless another engine is at least `MARGIN`
-faster.  The choice is cached for the rest of the run and listed by
-`chosen_engines()` ({shape key: engine}), which `pycaffe-lite time` prints.
+timed), twice, interleaved, the better run counting: forward and backward
+for a layer that trains, forward alone for one that does not (a TEST-phase
+net), or the transposed pair for a Deconvolution.  The fastest wins, except
+that im2col (exact Caffe arithmetic) is kept unless another engine is at
+least `MARGIN` faster.  The choice is cached for the rest of the run and
+listed by `chosen_engines()` ({shape key: engine}), which `pycaffe-lite time`
+prints.
 
-What DEFAULT (and CAFFE, CUDNN) mean is decided in `resolve()`: im2col.
-AUTO is opt-in because its timings are only as good as the machine is quiet
-(a shared 2-core machine can flip a close call from run to run, and then two
-runs differ in the last bits), because it spends a few forward/backward
-passes per new shape, and because Winograd F(4x4) is about 1e-5 relative
-less precise in float32.  Where it is a win (3x3 stride-1 layers with many
-channels: Winograd; large stride-1 kernels: FFT) ask for it, per layer or
-per net, with `engine: AUTO` (or FFT / WINOGRAD / WINOGRAD4 directly).
+What the prototxt's engine values mean is decided in `resolve()`:
+
+    CAFFE            im2col, Caffe's own algorithm: exact to float rounding and
+                     the same from run to run (ask for it to reproduce Caffe bit for bit)
+    DEFAULT, CUDNN   the timed choice, for layers with at least `DEFAULT_MIN_MACS`
+                     multiply-adds per pass; smaller layers run im2col untimed (the
+                     other engines only pay on large layers, and a small net then
+                     starts at once and runs the same every time).  As Caffe's
+                     DEFAULT picks its fastest engine (cuDNN) where there is one.
+    AUTO             the timed choice for every layer
+    FFT, WINOGRAD, WINOGRAD4   that engine
+
+A timed choice depends on the machine being quiet (a busy machine can flip a
+close call, and two runs then differ in the last bits), and Winograd F(4x4)
+is about 1e-5 relative less precise in float32.
 """
 import time
 
 import numpy as np
 
-from ..backend import get_array_module
 from .engines import ENGINES, get_engine
 from .geometry import shape_key
 
 MARGIN = 0.10          # another engine must beat im2col by 10 % to be chosen
+DEFAULT_MIN_MACS = 2e8  # DEFAULT times the engines only for layers this large (multiply-adds per forward)
+AUTO, DEFAULT = None, "default"
 ROUNDS = 2             # timed runs per engine (interleaved; the best counts)
 _CHOICES = {}          # shape key -> engine name
 _TIMINGS = {}          # shape key -> {engine name: seconds for forward + backward}
 
-# prototxt engine enum value -> engine name (None: AUTO)
-ENUM_NAMES = {0: "im2col", 1: "im2col", 2: "im2col", 1000: "fft", 1001: "winograd",
-              1002: "winograd4", 1003: None}
+# prototxt engine enum value -> engine name, or AUTO / DEFAULT (timed choices)
+ENUM_NAMES = {0: DEFAULT, 1: "im2col", 2: DEFAULT, 1000: "fft", 1001: "winograd",
+              1002: "winograd4", 1003: AUTO}
 
 
 def resolve(enum_value):
-    """Engine name for a ConvolutionParameter.engine value; None means AUTO.
-
-    DEFAULT, CAFFE and CUDNN (no cuDNN here, as Caffe built without it) are im2col."""
+    """Engine name for a ConvolutionParameter.engine value, or AUTO (None) / DEFAULT ("default")."""
     try:
         return ENUM_NAMES[int(enum_value)]
     except KeyError:
@@ -66,14 +74,16 @@ def _random(xp, shape, dtype, rng):
     return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
 
-def _run(engine, kind, geom, x, w, dy, x_shape):
+def _run(engine, kind, geom, x, w, dy, x_shape, train):
     if kind == "conv":
         engine.forward(x, w, None, geom)
-        engine.backward(x, w, dy, geom)
+        if train:
+            engine.backward(x, w, dy, geom)
     else:   # deconv: forward is the convolution's backward_data, backward its forward + dw
         engine.backward_data(dy, w, geom, x_shape)
-        engine.forward(x, w, None, geom)
-        engine.backward_weights(x, dy, geom, w.shape)
+        if train:
+            engine.forward(x, w, None, geom)
+            engine.backward_weights(x, dy, geom, w.shape)
 
 
 def _sync(xp):
@@ -81,12 +91,16 @@ def _sync(xp):
         xp.cuda.Stream.null.synchronize()
 
 
-def choose(kind, x_shape, w_shape, geom, dtype, xp=np):
+def choose(kind, x_shape, w_shape, geom, dtype, xp=np, train=True, request=AUTO):
     """The engine name for this shape, timing the candidates the first time.
 
     kind: "conv" or "deconv"; x_shape / w_shape: the underlying convolution's
-    NCHW input and (K, C/g, kh, kw) weights (for a Deconvolution, its top is x)."""
-    key = shape_key(kind, x_shape, w_shape[0], geom, dtype, _device(xp))
+    NCHW input and (K, C/g, kh, kw) weights (for a Deconvolution, its top is x);
+    train: time the backward pass too; request: AUTO, or DEFAULT (im2col below
+    DEFAULT_MIN_MACS)."""
+    if request == DEFAULT and geom.macs(x_shape, w_shape[0]) < DEFAULT_MIN_MACS:
+        return "im2col"                                  # small: not a choice, not listed
+    key = shape_key(kind, x_shape, w_shape[0], geom, dtype, _device(xp)) + ("" if train else " inference")
     if key in _CHOICES:
         return _CHOICES[key]
     names = candidates(geom, x_shape[1])
@@ -102,13 +116,13 @@ def choose(kind, x_shape, w_shape, geom, dtype, xp=np):
     small = (1,) + tuple(x_shape[1:])
     xs, dys = x[:1], dy[:1]
     for name in names:                                   # warm-up: Numba compiles, FFT plans
-        _run(get_engine(name), kind, geom, xs, w, dys, small)
+        _run(get_engine(name), kind, geom, xs, w, dys, small, train)
     timings = {name: float("inf") for name in names}
     for _ in range(ROUNDS):                              # interleaved, best of ROUNDS: a busy
         for name in names:                               # machine disturbs every engine alike
             _sync(xp)
             start = time.perf_counter()
-            _run(get_engine(name), kind, geom, x, w, dy, x_shape)
+            _run(get_engine(name), kind, geom, x, w, dy, x_shape, train)
             _sync(xp)
             timings[name] = min(timings[name], time.perf_counter() - start)
     best = min(timings, key=timings.get)

@@ -14,19 +14,14 @@ The spatial axes are those after `axis` (the channel axis, default 1); the
 axes before it are all batch.  One or two spatial axes are supported (a 1-D
 convolution is run as 2-D with a height of 1); more are refused.
 
-`engine` picks the algorithm (pycaffe_lite.conv): DEFAULT, CAFFE and CUDNN are
-im2col + GEMM; FFT (stride 1); WINOGRAD, F(2x2,3x3), and WINOGRAD4, F(4x4,3x3)
-(3x3, stride 1, dilation 1); AUTO times the applicable engines once per
-distinct shape (pycaffe_lite.conv.chosen_engines() lists the choices, and
-`layer.engine_name` says what a layer runs).  An engine asked for by name that
-cannot run the layer's geometry is an error.
-
-DEFAULT stays im2col, Caffe's own algorithm, rather than AUTO: it is exact to
-float rounding and the same from run to run, where AUTO's choice depends on
-timings (a busy machine can flip a close call) and costs a few passes per new
-shape.  Ask for AUTO, or WINOGRAD4 / FFT, where they pay: 3x3 stride-1 layers
-with 64+ channels on 28x28 and larger maps (Winograd F(4x4) 1.5-1.8x faster
-here), kernels of 7x7 and up (FFT 2-3x).
+`engine` picks the algorithm (pycaffe_lite.conv): CAFFE is im2col + GEMM,
+Caffe's own arithmetic; FFT (stride 1); WINOGRAD, F(2x2,3x3), and WINOGRAD4,
+F(4x4,3x3) (3x3, stride 1, dilation 1); AUTO times the applicable engines once
+per distinct shape, at the layer's first pass (pycaffe_lite.conv.chosen_engines()
+lists the choices, and `layer.engine_name` says what a layer runs); DEFAULT
+(and CUDNN) is AUTO for layers of 2e8 multiply-adds and more, im2col below
+(conv/choice.py says why).  An engine asked for by name that cannot run the
+layer's geometry is an error.
 """
 from ..conv import choice
 from ..conv import im2col as im2col_engine
@@ -34,6 +29,7 @@ from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
 from ..backend import get_array_module
 from ..layer import Layer, register
+from ..proto import caffe_pb2
 
 _ENGINE_ENUM = {0: "DEFAULT", 1: "CAFFE", 2: "CUDNN", 1000: "FFT", 1001: "WINOGRAD",
                 1002: "WINOGRAD4", 1003: "AUTO"}
@@ -149,13 +145,15 @@ class BaseConvolutionLayer(Layer):
             self.blobs = [self.fill_param(weight_shape, p.weight_filler, dtype, like=bottom[0])]
             if self.bias_term:
                 self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
-        self.engine_request = choice.resolve(p.engine)       # engine name, None for AUTO
-        if self.engine_request is not None and not get_engine(self.engine_request).supports(self.geom):
+        self.engine_request = choice.resolve(p.engine)       # engine name, or choice.AUTO / DEFAULT
+        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT)
+        if not self.timed and not get_engine(self.engine_request).supports(self.geom):
             raise ValueError(self.error(
                 f"asks for engine {_ENGINE_ENUM.get(p.engine, p.engine)}, which cannot run a "
                 f"{self.geom} convolution ({get_engine(self.engine_request).describe}); "
                 "use DEFAULT or AUTO"))
-        self.engine = get_engine(self.engine_request or "im2col")
+        self.engine = get_engine("im2col" if self.timed else self.engine_request)
+        self._choice_pending = False
         self._ctx = []
 
     def kernel4(self):
@@ -192,15 +190,23 @@ class BaseConvolutionLayer(Layer):
             blob.reshape(top_shape)
         while len(self._ctx) < len(bottom):
             self._ctx.append({})
-        if self.engine_request is None:
-            xp = get_array_module(bottom[0].data)
+        self._choice_pending = self.timed              # chosen at the first pass, not at set-up
+        self._dtype_xp = (bottom[0].dtype, get_array_module(bottom[0].data))
+
+    def choose_engine(self):
+        """Settle a timed (AUTO / DEFAULT) engine choice for the current shape."""
+        if self._choice_pending:
             x_shape, w_shape = self.conv_shapes()
-            self.engine = get_engine(choice.choose(self.kind, x_shape, w_shape, self.geom,
-                                                   bottom[0].dtype, xp))
+            dtype, xp = self._dtype_xp
+            self.engine = get_engine(choice.choose(self.kind, x_shape, w_shape, self.geom, dtype, xp,
+                                                   train=self.phase == caffe_pb2.TRAIN,
+                                                   request=self.engine_request))
+            self._choice_pending = False
 
     @property
     def engine_name(self):
-        """The engine this layer runs now (for `pycaffe-lite time`)."""
+        """The engine this layer runs (for `pycaffe-lite time`); a pending timed choice is made now."""
+        self.choose_engine()
         return self.engine.name
 
     def w4(self):
@@ -235,6 +241,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return self._in4(), (self.num_output, self.channels // self.geom.group) + self.geom.kernel
 
     def forward(self, bottom, top):
+        self.choose_engine()
         w = self.w4()
         b = self.blobs[1].data if self.bias_term else None
         for i, (x, y) in enumerate(zip(bottom, top)):
@@ -245,6 +252,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 y.data = result.reshape(y.shape)
 
     def backward(self, top, propagate_down, bottom):
+        self.choose_engine()
         weight = self.blobs[0]
         w = self.w4()
         need_dw = self.learns(0)
@@ -285,6 +293,7 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         return self._out4(), (self.channels, self.num_output // self.geom.group) + self.geom.kernel
 
     def forward(self, bottom, top):
+        self.choose_engine()
         w = self.w4()
         for x, y in zip(bottom, top):
             out = _view(y.data, self._out4())
@@ -296,6 +305,7 @@ class DeconvolutionLayer(BaseConvolutionLayer):
                 y.data = result.reshape(y.shape)
 
     def backward(self, top, propagate_down, bottom):
+        self.choose_engine()
         weight = self.blobs[0]
         w = self.w4()
         need_dw = self.learns(0)

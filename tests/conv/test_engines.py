@@ -383,7 +383,7 @@ def test_candidates_and_enum_resolution():
     assert choice.candidates(ConvGeometry(3, 1, 1, 1, 16), 16) == ["im2col"]       # depthwise
     assert choice.candidates(ConvGeometry(1), 16) == ["im2col"]
     assert [choice.resolve(v) for v in (0, 1, 2, 1000, 1001, 1002, 1003)] == \
-        ["im2col", "im2col", "im2col", "fft", "winograd", "winograd4", None]
+        [choice.DEFAULT, "im2col", choice.DEFAULT, "fft", "winograd", "winograd4", choice.AUTO]
     with pytest.raises(ValueError, match="unknown convolution engine"):
         choice.resolve(7)
 
@@ -407,3 +407,22 @@ def test_a_single_changed_weight_invalidates_kept_transforms():
         y = engine.forward(x, w, b, geom, ctx=ctx)
         assert _rel(y, im2col.forward(x, w, b, geom)) < 1e-3
         w[...] = w2
+
+
+def test_default_times_only_large_layers_and_inference_times_forward_only(monkeypatch):
+    choice.reset_choices()
+    geom = ConvGeometry(3, 1, 1)
+    x, w, b, dy = _data((2, 4, 12, 12), 4, geom, np.float32)
+    macs = geom.macs(x.shape, w.shape[0])
+    monkeypatch.setattr(choice, "DEFAULT_MIN_MACS", macs + 1)
+    assert choice.choose("conv", x.shape, w.shape, geom, x.dtype, request=choice.DEFAULT) == "im2col"
+    assert choice.chosen_engines() == {} and choice.engine_timings() == {}     # untimed, unlisted
+    monkeypatch.setattr(choice, "DEFAULT_MIN_MACS", macs)
+    runs = []
+    real = choice._run
+    monkeypatch.setattr(choice, "_run", lambda *a: runs.append(a[-1]) or real(*a))
+    name = choice.choose("conv", x.shape, w.shape, geom, x.dtype, train=False, request=choice.DEFAULT)
+    (key,) = choice.chosen_engines()
+    assert key.endswith(" inference") and choice.chosen_engines()[key] == name
+    assert runs and not any(runs)                                               # forward passes only
+    choice.reset_choices()

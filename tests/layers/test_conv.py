@@ -344,6 +344,8 @@ def test_auto_engine_records_its_choice_per_shape():
     reset_choices()
     x = _x((2, 3, 8, 8)).astype(np.float32)
     layer, bottom, top = build(conv_text("num_output: 4 kernel_size: 3 pad: 1 engine: AUTO"), [x], dtype=np.float32)
+    assert chosen_engines() == {}                      # set-up alone times nothing: the first pass does
+    layer.Forward(bottom, top)
     chosen = chosen_engines()
     assert len(chosen) == 1 and layer.engine_name == next(iter(chosen.values()))
     assert next(iter(chosen)).startswith("conv 2x3x8x8->4 k3x3 s1 p1")
