@@ -2,7 +2,9 @@
 
     python benchmarks/nets.py                   # all four, default engines
     python benchmarks/nets.py --quick           # LeNet and CaffeNet, fewer iterations
-    python benchmarks/nets.py --engine AUTO     # every convolution with engine: AUTO
+    python benchmarks/nets.py --engine AUTO     # every convolution with engine: AUTO (CAFFE: im2col)
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/nets.py --threads 1 --cpu-time
+                                                # one core each, steady on a busy machine
 
     LeNet      training step (SGD, momentum 0.9), batch 64, 1x28x28
     CaffeNet   training step, batch 16, 3x227x227
@@ -73,7 +75,8 @@ NETS = {
     "GoogLeNet": ("models/bvlc_googlenet/deploy.prototxt", 8, False, (3, 224, 224), 1000),
     "ResNet-50": ("models/resnet50/deploy.prototxt", 8, False, (3, 224, 224), 1000),
 }
-ENGINE_VALUES = {"DEFAULT": 0, "AUTO": 1003, "FFT": 1000, "WINOGRAD": 1001, "WINOGRAD4": 1002}
+_CLOCK = [time.perf_counter]      # time.process_time with --cpu-time
+ENGINE_VALUES = {"DEFAULT": 0, "CAFFE": 1, "AUTO": 1003, "FFT": 1000, "WINOGRAD": 1001, "WINOGRAD4": 1002}
 
 
 def load_param(name, engine):
@@ -102,7 +105,7 @@ def load_param(name, engine):
     value = ENGINE_VALUES[engine]
     for layer in param.layer:
         if layer.type == "Convolution" and value:
-            if value == 1003 or _engine_fits(layer.convolution_param, value):
+            if value in (1, 1003) or _engine_fits(layer.convolution_param, value):
                 layer.convolution_param.engine = value
     return param, batch, train, image, classes
 
@@ -222,11 +225,11 @@ def randomize(net, seed=0):
 class TorchWorker:
     """The PyTorch twin in a child process (default environment), one timed run per request."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, cpu_time=False):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--torch-worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(_ORIGINAL_ENV),
                                      text=True)
-        self.info = self.ask(cmd="info", threads=threads)
+        self.info = self.ask(cmd="info", threads=threads, cpu_time=cpu_time)
 
     def ask(self, **request):
         self.proc.stdin.write(json.dumps(request) + "\n")
@@ -262,6 +265,8 @@ def torch_worker_main():
             return
         if cmd == "info":
             torch.set_num_threads(req.get("threads") or os.cpu_count() or 1)
+            if req.get("cpu_time"):
+                _CLOCK[0] = time.process_time
             reply = {"version": torch.__version__, "threads": torch.get_num_threads()}
         elif cmd == "setup":
             param = text_format.Parse(req["param"], caffe_pb2.NetParameter())
@@ -295,10 +300,10 @@ def torch_worker_main():
             step()                                        # warm-up
             state = {"step": step}
         elif cmd == "run":
-            start = time.perf_counter()
+            start = _CLOCK[0]()
             for _ in range(req["iters"]):
                 state["step"]()
-            reply = {"seconds": (time.perf_counter() - start) / req["iters"]}
+            reply = {"seconds": (_CLOCK[0]() - start) / req["iters"]}
         print(json.dumps(reply), flush=True)
 
 
@@ -350,9 +355,9 @@ def run(name, engine, iters, repeats, worker):
     step(1)                                               # warm-up
     ours, theirs_t = [], []
     for _ in range(repeats):                              # interleaved runs
-        start = time.perf_counter()
+        start = _CLOCK[0]()
         step(iters)
-        ours.append((time.perf_counter() - start) / iters)
+        ours.append((_CLOCK[0]() - start) / iters)
         if worker is not None:
             theirs_t.append(worker.ask(cmd="run", iters=iters)["seconds"])
             time.sleep(float(os.environ.get("BENCH_SLEEP", "0.05")))  # let PyTorch's OpenMP threads settle
@@ -372,13 +377,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="LeNet and CaffeNet, short runs")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all cores)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU clock instead of the wall clock: steadier on a busy "
+                         "machine, meaningful single-threaded (OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 "
+                         "and --threads 1)")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        _CLOCK[0] = time.process_time
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
     nets = ["LeNet", "CaffeNet"] if args.quick and args.nets == list(NETS) else args.nets
     worker, note = None, "PyTorch left out (--no-torch)"
     if not args.no_torch:
         try:
-            worker = TorchWorker(None)
+            worker = TorchWorker(args.threads, args.cpu_time)
             note = (f"PyTorch {worker.info['version']} CPU, {worker.info['threads']} threads, in a worker "
                     "process, runs interleaved with ours")
         except Exception as exc:
@@ -392,7 +404,8 @@ def main(argv=None):
     if worker is not None:
         worker.close()
     print(f"# Whole nets, pycaffe_lite vs PyTorch CPU ({os.cpu_count()} cores, float32, engine {args.engine})")
-    print(f"{note}. Times are medians per step; 'x torch' = PyTorch time / ours (above 1: we are faster); "
+    clock = "process CPU time" if args.cpu_time else "wall-clock time"
+    print(f"{note}. Times are medians ({clock}) per step; 'x torch' = PyTorch time / ours (above 1: we are faster); "
           "'agree' = relative difference of the two nets' logits (inference) or loss (training) on the same weights and input.\n")
     print("| net | task | batch | pycaffe_lite ms | images/s | PyTorch ms | images/s | x torch | agree | conv engines |")
     print("|---|---|---|---|---|---|---|---|---|---|")
