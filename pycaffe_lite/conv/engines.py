@@ -10,8 +10,8 @@ with Caffe's weight layout (K, C/group, kh, kw):
     backward_data(dy, w, geom, x_shape, out=None)   -> dx   (a Deconvolution's forward)
     backward_weights(x, dy, geom, w_shape)          -> dw   (a Deconvolution's dw)
 
-`ctx` is an optional dict a layer keeps per bottom; engines whose backward can
-reuse transforms from the forward (FFT, Winograd) keep them there.  The bias
+`ctx` is an optional dict a layer keeps per bottom; an engine's backward reuses
+what its forward kept there (im2col's columns, FFT spectra, Winograd tiles).  The bias
 gradient, dy.sum((0, 2, 3)), is the caller's.
 """
 from . import fft, im2col, winograd
@@ -23,21 +23,16 @@ class Engine:
         self.module = module
         self.describe = describe
         self.options = options
-        self._ctx = module is not im2col
 
     def supports(self, geom):
         return self.module.supports(geom)
 
     def forward(self, x, w, b, geom, out=None, ctx=None):
-        if self._ctx:
-            return self.module.forward(x, w, b, geom, out=out, ctx=ctx, **self.options)
-        return self.module.forward(x, w, b, geom, out=out)
+        return self.module.forward(x, w, b, geom, out=out, ctx=ctx, **self.options)
 
     def backward(self, x, w, dy, geom, need_dx=True, need_dw=True, dx_out=None, ctx=None):
-        if self._ctx:
-            return self.module.backward(x, w, dy, geom, need_dx=need_dx, need_dw=need_dw,
-                                        dx_out=dx_out, ctx=ctx, **self.options)
-        return self.module.backward(x, w, dy, geom, need_dx=need_dx, need_dw=need_dw, dx_out=dx_out)
+        return self.module.backward(x, w, dy, geom, need_dx=need_dx, need_dw=need_dw,
+                                    dx_out=dx_out, ctx=ctx, **self.options)
 
     def backward_data(self, dy, w, geom, x_shape, out=None):
         return self.module.backward_data(dy, w, geom, x_shape, out=out, **self.options)

@@ -426,3 +426,23 @@ def test_default_times_only_large_layers_and_inference_times_forward_only(monkey
     assert key.endswith(" inference") and choice.chosen_engines()[key] == name
     assert runs and not any(runs)                                               # forward passes only
     choice.reset_choices()
+
+
+def test_im2col_backward_reuses_the_forward_columns_only_while_x_is_unchanged(monkeypatch):
+    geom = ConvGeometry(3, 1, 1)
+    x, w, b, dy = _data((2, 3, 9, 9), 4, geom, np.float32)
+    want_dx, want_dw = im2col.backward(x, w, dy, geom)
+    calls = []
+    real = im2col.im2col
+    monkeypatch.setattr(im2col, "im2col", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ctx = {}
+    im2col.forward(x, w, b, geom, ctx=ctx)
+    assert len(calls) == 1 and "cols" in ctx
+    dx, dw = im2col.backward(x, w, dy, geom, ctx=ctx)
+    assert len(calls) == 1                                     # the kept columns served
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-5)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5)
+    x[1, 2, 4, 4] += 1.0                                       # x rewritten between the passes
+    _, dw2 = im2col.backward(x, w, dy, geom, ctx=ctx)
+    assert len(calls) == 2                                     # recomputed, not stale
+    np.testing.assert_allclose(dw2, im2col.backward(x, w, dy, geom)[1], rtol=1e-5)
