@@ -156,39 +156,6 @@ def copy_into(dst, src):
     return dst
 
 
-def _blas_operand(m):
-    """(array, transposed) with a Fortran-ordered array that BLAS reads as m without a copy."""
-    if m.flags.f_contiguous:
-        return m, False
-    if m.flags.c_contiguous:
-        return m.T, True
-    return np.asfortranarray(m), False
-
-
-def matmul_add(a, b, out):
-    """out += a @ b, accumulated by the GEMM itself (beta = 1) where it can be.
-
-    Caffe's weight gradients add into the parameter diffs; `out += a @ b`
-    would build the product in a temporary as big as the parameter (150 MB
-    for CaffeNet's fc6) and add it in a second pass.  On a C-ordered NumPy
-    float32/float64 `out`, BLAS writes into it directly: out^T = b^T a^T
-    read as Fortran arrays.  Elsewhere (CuPy, other dtypes) it adds."""
-    if (type(out) is np.ndarray and out.flags.c_contiguous and out.dtype in (np.float32, np.float64)
-            and a.dtype == out.dtype and b.dtype == out.dtype and out.size):
-        from scipy.linalg import blas
-        gemm = blas.sgemm if out.dtype == np.float32 else blas.dgemm
-        lhs, trans_lhs = _blas_operand(b.T)
-        rhs, trans_rhs = _blas_operand(a.T)
-        result = gemm(1.0, lhs, rhs, beta=1.0, c=out.T, trans_a=trans_lhs, trans_b=trans_rhs,
-                      overwrite_c=True)
-        if np.shares_memory(result, out):
-            return out
-        out[...] = result.T                 # f2py made a copy after all: still correct
-        return out
-    out += a @ b
-    return out
-
-
 def _shape_tuple(shape):
     return (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
 

@@ -102,10 +102,7 @@ class InnerProductLayer(Layer):
         g = top[0].diff.reshape(self.M, self.num_output)
         x = bottom[0].data.reshape(self.M, self.K)
         if param_wanted(self, 0):
-            if self.transpose:
-                backend.matmul_add(x.T, g, self.blobs[0].diff)
-            else:
-                backend.matmul_add(g.T, x, self.blobs[0].diff)
+            self.blobs[0].diff += (x.T @ g) if self.transpose else (g.T @ x)
         if self.bias_term and param_wanted(self, 1):
             self.blobs[1].diff += g.sum(axis=0)
         if propagate_down[0]:
