@@ -4,25 +4,31 @@ fine-tuned to digits 5-9 from a small subset, against the same net trained
 from scratch on that subset for the same number of iterations.
 
     python data/digits/build.py                  # once: the digits LMDBs
-    python examples/finetune_digits/run.py       # several minutes on two cores
-    python examples/finetune_digits/run.py --keep --iterations 40 --test-interval 5
+    python examples/finetune_digits/run.py       # about 10 minutes on two cores
+    python examples/finetune_digits/run.py --keep --per-class 2   # reuse the 0-4 net
 
-What it shows (docs/finetuning.md has the figures): the fine-tuned net starts
-far ahead and stays ahead for the first epochs; on these small, smooth digits
-the net trained from scratch catches up after about three epochs of the
-subset, because random LeNet features already separate digits 5-9 about as
-well as the 0-4 net's do.
+Both tasks train as models/lenet does, with small affine warps of the images
+(`augmentation` in the prototxts' transform_param), so the 0-4 net learns
+features that hold under the ways handwriting varies and the 5-9 nets see
+more than their few images.  docs/finetuning.md has the figures, and why
+without the warps fine-tuning only gives a head start on these digits.
 
 Steps, each a `pycaffe-lite` command you could type yourself:
 1. split data/digits into work/source_{train,test}_lmdb (digits 0-4) and
    work/target_{train,test}_lmdb (digits 5-9 stored as labels 0-4; the
-   training set only `--per-class` images of each digit);
+   training set only `--per-class` images of each digit, drawn at random
+   by each seed, the others testing);
 2. `train --solver source_solver.prototxt` (LeNet, 5 outputs);
-3. `surgery` shows what the 0-4 weights give the 5-9 net: conv1, conv2 and
-   ip1 copied, the classifier `ip2_5to9` re-initialised (renamed from ip2);
-4. for each seed, with target_solver.prototxt: from scratch; fine-tuned
-   (`train --weights` the 0-4 net); fine-tuned with the copied layers frozen
-   (`surgery --freeze-below ip2_5to9`);
+3. `surgery` shows what the 0-4 weights give the 5-9 net (conv1, conv2 and
+   ip1 copied, the classifier `ip2_5to9` re-initialised, renamed from ip2)
+   and writes two variants of the 5-9 net: Caffe's fine-tuning recipe, the
+   copied layers learning at 1/10 of the rate of the new one (`--lr-mult`;
+   the same updates as base_lr / 10 with the new layer at 10x), and the
+   copied layers frozen (`--freeze-below ip2_5to9`);
+4. for each seed (a subset and the initial weights of the new layers), with
+   target_solver.prototxt (the 0-4 net's learning rate):
+   from scratch; fine-tuned (`train --weights` the 0-4 net) with Caffe's
+   recipe, at the full rate everywhere, and frozen;
 5. print a table of test accuracies and write work/results.json.
 
 Run from the repository root or anywhere: paths are resolved from the repo.
@@ -30,6 +36,7 @@ Run from the repository root or anywhere: paths are resolved from the repo.
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -43,6 +50,7 @@ WORK = HERE / "work"
 sys.path.insert(0, str(REPO))
 
 SOURCE_TEST, TARGET_TEST = 140, 840      # test images kept (batch 70 x 2 and 120 x 7 in the prototxts)
+RECIPE = "conv1=1/10,conv2=1/10,ip1=1/10"  # the copied layers' learning rate, relative to the new layer
 
 
 def cli(*args, log_name=None):
@@ -57,8 +65,12 @@ def cli(*args, log_name=None):
     return result.stdout
 
 
-def split(per_class):
-    """Digits 0-4 and 5-9 LMDBs from data/digits (labels 5-9 become 0-4)."""
+def split(per_class, draw):
+    """Digits 0-4 and 5-9 LMDBs from data/digits (labels 5-9 become 0-4).
+
+    The 5-9 training subset is `per_class` images of each digit drawn at
+    random (`draw` seeds the draw); the rest of them join the 5-9 test split
+    as test images."""
     from pycaffe_lite.data.lmdb_io import LMDBWriter, iter_lmdb
     from pycaffe_lite.proto import caffe_pb2
     train_db, test_db = REPO / "data/digits/digits_train_lmdb", REPO / "data/digits/digits_test_lmdb"
@@ -84,13 +96,16 @@ def split(per_class):
 
     source_train = list(relabel(records(train_db), 0))
     source_test = list(relabel(records(test_db), 0))[:SOURCE_TEST]
-    taken, target_train, unused = {}, [], []
-    for key, datum in relabel(records(train_db), 5):
-        if taken.get(datum.label, 0) < per_class:
-            taken[datum.label] = taken.get(datum.label, 0) + 1
-            target_train.append((key, datum))
-        else:
-            unused.append((key, datum))
+    candidates = list(relabel(records(train_db), 5))
+    order = random.Random(draw).sample(range(len(candidates)), len(candidates))
+    taken, chosen = {}, set()
+    for i in order:
+        label = candidates[i][1].label
+        if taken.get(label, 0) < per_class:
+            taken[label] = taken.get(label, 0) + 1
+            chosen.add(i)
+    target_train = [candidates[i] for i in sorted(chosen)]
+    unused = [item for i, item in enumerate(candidates) if i not in chosen]
     # The target test set: the 5-9 test split and the 5-9 training images not in the subset.
     target_test = (list(relabel(records(test_db), 5)) + unused)[:TARGET_TEST]
     if len(source_test) < SOURCE_TEST or len(target_test) < TARGET_TEST:
@@ -136,9 +151,12 @@ def solver_copy(template, name, seed, net=None, iterations=None, test_interval=N
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=5, help="training images of each digit 5-9")
-    parser.add_argument("--iterations", type=int, default=20, help="training iterations of the target runs")
-    parser.add_argument("--test-interval", type=int, default=2, help="test every this many iterations")
-    parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8", help="random seeds of the target runs")
+    parser.add_argument("--iterations", type=int, default=200, help="training iterations of the target runs")
+    parser.add_argument("--test-interval", type=int, default=20, help="test every this many iterations")
+    parser.add_argument("--source-iterations", type=int, default=800,
+                        help="training iterations of the 0-4 net")
+    parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10",
+                        help="random seeds of the target runs: each draws a subset and the initial weights")
     parser.add_argument("--keep", action="store_true", help="reuse work/ (and its 0-4 net) from an earlier run")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -146,30 +164,37 @@ def main(argv=None):
         shutil.rmtree(WORK)
     WORK.mkdir(exist_ok=True)
 
-    counts = split(args.per_class)
+    counts = split(args.per_class, seeds[0])
     print(f"data: {counts}")
     rel = "examples/finetune_digits"
-    source_weights = WORK / "source_iter_400.caffemodel"
+    source_weights = WORK / f"source_iter_{args.source_iterations}.caffemodel"
     if args.keep and source_weights.exists() and (WORK / "source.log").exists():
         out = (WORK / "source.log").read_text()      # reuse the 0-4 net of an earlier run
     else:
-        out = cli("train", "--solver", f"{rel}/source_solver.prototxt", log_name="source.log")
+        solver = solver_copy(HERE / "source_solver.prototxt", "source", 1, iterations=args.source_iterations)
+        out = cli("train", "--solver", solver.relative_to(REPO), log_name="source.log")
     source_acc = test_accuracies(out)[-1][1]
     print(f"digits 0-4 net: test accuracy {source_acc:.3f} ({source_weights.name})")
 
-    # What --weights will do, and a frozen variant of the target net, with `surgery`.
+    # What --weights will do, and the recipe's and the frozen variants of the target net, with `surgery`.
     surgery = cli("surgery", "--model", f"{rel}/target_train_test.prototxt", "--weights", source_weights,
-                  "--out", WORK / "target_init.caffemodel", "--freeze-below", "ip2_5to9",
-                  "--out-model", WORK / "target_frozen_train_test.prototxt",
+                  "--out", WORK / "target_init.caffemodel", "--lr-mult", RECIPE,
+                  "--out-model", WORK / "target_recipe_train_test.prototxt",
                   "--report", WORK / "surgery.json", log_name="surgery.log")
     print(surgery.strip())
+    cli("surgery", "--model", f"{rel}/target_train_test.prototxt", "--weights", source_weights,
+        "--out", WORK / "target_init.caffemodel", "--freeze-below", "ip2_5to9",
+        "--out-model", WORK / "target_frozen_train_test.prototxt")
 
-    runs = {"scratch": [], "finetune": [], "finetune_frozen": []}
+    runs = {"scratch": [], "finetune_recipe": [], "finetune": [], "finetune_frozen": []}
+    nets = {"finetune_recipe": "target_recipe_train_test.prototxt",
+            "finetune_frozen": "target_frozen_train_test.prototxt"}
     curves = {k: [] for k in runs}
     template = HERE / "target_solver.prototxt"
     for seed in seeds:
+        split(args.per_class, seed)        # each seed draws its own subset (and initial weights)
         for variant in runs:
-            net = f"{rel}/work/target_frozen_train_test.prototxt" if variant == "finetune_frozen" else None
+            net = f"{rel}/work/{nets[variant]}" if variant in nets else None
             solver = solver_copy(template, f"{variant}_seed{seed}", seed, net, args.iterations,
                                  args.test_interval)
             extra = [] if variant == "scratch" else ["--weights", source_weights]
@@ -179,7 +204,8 @@ def main(argv=None):
             runs[variant].append(accs[-1][1])
             curves[variant].append(accs)
     iterations = [it for it, _ in curves["scratch"][0]]
-    print(f"\ndigits 5-9 from {counts['target_train']} training images ({args.per_class} per digit), "
+    print(f"\ndigits 5-9 from {counts['target_train']} training images ({args.per_class} per digit, "
+          f"drawn by each seed), "
           f"{iterations[-1]} iterations, test accuracy on {counts['target_test']} images, seeds {seeds}:")
     print(f"| {'run':<16} | " + " | ".join(f"iter {it:>3}" for it in iterations) + " | final (min-max) |")
     print("|" + "-" * 18 + "|" + "|".join("-" * 10 for _ in iterations) + "|" + "-" * 17 + "|")
@@ -191,21 +217,24 @@ def main(argv=None):
                           "finals": finals}
         print(f"| {variant:<16} | " + " | ".join(f"{a:8.3f}" for a in mean_curve)
               + f" | {min(finals):.3f}-{max(finals):.3f} |")
-    # Where is fine-tuning ahead? (mean over seeds, and on every seed)
-    ahead = [it for it in iterations[1:] if table["finetune"]["curve"][it] > table["scratch"]["curve"][it]]
-    every_seed = [i for i, it in enumerate(iterations) if it and all(
-        f[i][1] > s[i][1] for f, s in zip(curves["finetune"], curves["scratch"]))]
+    # Where is each fine-tuned variant ahead? (mean over seeds; and the seeds it wins at the end)
     results = {"counts": counts, "per_class": args.per_class, "seeds": seeds,
                "source_accuracy": source_acc, "target": table,
                "surgery": json.loads((WORK / "surgery.json").read_text())}
-    results["finetune_ahead_at"] = ahead
-    results["finetune_ahead_on_every_seed_at"] = [iterations[i] for i in every_seed]
+    scratch = table["scratch"]
+    print()
+    for variant in ("finetune_recipe", "finetune", "finetune_frozen"):
+        row = table[variant]
+        ahead = [it for it in iterations[1:] if row["curve"][it] > scratch["curve"][it]]
+        won = sum(f > s for f, s in zip(row["finals"], scratch["finals"]))
+        results[f"{variant}_ahead_at"] = ahead
+        results[f"{variant}_won_seeds"] = won
+        print(f"{variant}: ahead of from-scratch (mean over seeds) at iterations {ahead or 'none'}; "
+              f"after {iterations[-1]}: {row['final_mean']:.3f} against {scratch['final_mean']:.3f}, "
+              f"better on {won} of {len(seeds)} seeds")
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nfine-tuned ahead of from-scratch (mean over seeds) at iterations {ahead or 'none'}; "
-          f"on every seed at {[iterations[i] for i in every_seed] or 'none'}.")
-    print(f"after {iterations[-1]} iterations: fine-tuned {table['finetune']['final_mean']:.3f}, "
-          f"from scratch {table['scratch']['final_mean']:.3f}; results in {WORK / 'results.json'}")
-    return 0 if ahead and ahead[0] == iterations[1] else 1
+    print(f"results in {WORK / 'results.json'}")
+    return 0
 
 
 if __name__ == "__main__":
