@@ -129,6 +129,40 @@ if HAVE_NUMBA:
                             for t in range(run):
                                 flat_dx[d0 + t * usw] += flat_cols[s0 + t]
 
+    # GEMM layouts: the GEMM works channel-major over the batch, (K, N, P),
+    # the blobs are (N, K, P).  NumPy swaps the two axes on one thread; these
+    # copy one contiguous (n, k) row per job on every core.
+
+    @njit(parallel=True, cache=True)
+    def batch_major(ynk, bias, out):
+        """out[n, k, :] = ynk[k, n, :] (+ bias[k] when bias has K entries)."""
+        k_out, n_img, plane = ynk.shape
+        with_bias = bias.shape[0] == k_out
+        for job in prange(n_img * k_out):
+            n = job // k_out
+            k = job - n * k_out
+            src = ynk[k, n]
+            dst = out[n, k]
+            if with_bias:
+                b = bias[k]
+                for p in range(uint64(plane)):
+                    dst[p] = src[p] + b
+            else:
+                for p in range(uint64(plane)):
+                    dst[p] = src[p]
+
+    @njit(parallel=True, cache=True)
+    def channel_major(y, out):
+        """out[k, n, :] = y[n, k, :]."""
+        n_img, k_out, plane = y.shape
+        for job in prange(n_img * k_out):
+            n = job // k_out
+            k = job - n * k_out
+            src = y[n, k]
+            dst = out[k, n]
+            for p in range(uint64(plane)):
+                dst[p] = src[p]
+
     # Depthwise, stride 1: each plane is padded into a (Hp, Wp) buffer and the
     # output computed on the (Ho, Wp) grid, so that every kernel tap is one long
     # contiguous multiply-add, y[p] += w[i, j] * xpad[p + i*dh*Wp + j*dw]; the

@@ -244,13 +244,28 @@ def forward(x, w, b, geom, out=None, ws=None, ctx=None):
         cols = im2col(x[n0:n0 + nn], geom, out=buf)
         yk = ws.get("gemm_out", (k, nn, p), x.dtype, xp)
         xp.matmul(wg, cols.reshape(g, ckk // g, nn * p), out=yk.reshape(g, kg, nn * p))
-        if b is not None:
-            xp.add(yk.transpose(1, 0, 2), b.reshape(1, k, 1), out=out3[n0:n0 + nn])
-        else:
-            out3[n0:n0 + nn] = yk.transpose(1, 0, 2)
+        _batch_major(xp, yk, b, out3[n0:n0 + nn])
     if keep:
         ctx["cols_key"] = (geom,) + fingerprint(x)
     return out
+
+
+def _batch_major(xp, yk, b, out):
+    """out (N, K, P) = yk (K, N, P) transposed, plus the bias when there is one."""
+    if _use_numba(xp, yk.size) and out.flags.c_contiguous and (b is None or b.dtype == yk.dtype):
+        _kernels.batch_major(yk, yk[:0, 0, 0] if b is None else b.reshape(-1), out)
+    elif b is not None:
+        xp.add(yk.transpose(1, 0, 2), b.reshape(1, -1, 1), out=out)
+    else:
+        out[...] = yk.transpose(1, 0, 2)
+
+
+def _channel_major(xp, y, out):
+    """out (K, N, P) = y (N, K, P) transposed."""
+    if _use_numba(xp, y.size) and y.flags.c_contiguous:
+        _kernels.channel_major(y, out)
+    else:
+        out[...] = y.transpose(1, 0, 2)
 
 
 def _kept_cols(ctx, shape, dtype, xp):
@@ -332,7 +347,7 @@ def _backward(x, x_shape, w, w_shape, dy, geom, need_dx, need_dw, dx_out, ws, ke
     for n0 in range(0, n, nb):
         nn = min(nb, n - n0)
         dyk = ws.get("gemm_out", (k, nn, p), dy.dtype, xp)
-        dyk[...] = dy[n0:n0 + nn].reshape(nn, k, p).transpose(1, 0, 2)
+        _channel_major(xp, dy[n0:n0 + nn].reshape(nn, k, p), dyk)
         dyg = dyk.reshape(g, kg, nn * p)
         cols = ws.get("cols", (ckk, nn, p), dy.dtype, xp)
         if need_dw:

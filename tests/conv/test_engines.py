@@ -6,6 +6,8 @@ F(2x2) must agree with im2col to 1e-4 relative in float32, Winograd F(4x4) to
 1e-3, forward and both backwards.  The Numba kernels are checked against the
 plain array versions they replace (which CuPy runs).
 """
+import types
+
 import numpy as np
 import pytest
 
@@ -185,6 +187,20 @@ def test_numba_im2col_and_col2im_match_the_array_versions(x_shape, k, geom, numb
     c = rng.standard_normal(cols.shape).astype(np.float32)
     np.testing.assert_allclose(im2col.col2im(c, x.shape, geom), im2col.col2im_array(c, x.shape, geom),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_numba_gemm_layout_copies_are_exact_transposes(with_bias, numba_always):
+    rng = np.random.default_rng(2)
+    ynk = rng.standard_normal((5, 3, 7)).astype(np.float32)        # (K, N, P), as the GEMM writes it
+    bias = rng.standard_normal(5).astype(np.float32) if with_bias else None
+    out = np.empty((3, 5, 7), np.float32)
+    im2col._batch_major(np, ynk, bias, out)
+    expected = ynk.transpose(1, 0, 2) + (bias.reshape(1, 5, 1) if with_bias else 0)
+    np.testing.assert_array_equal(out, expected)
+    back = np.empty_like(ynk)
+    im2col._channel_major(np, ynk.transpose(1, 0, 2).copy(), back)
+    np.testing.assert_array_equal(back, ynk)
 
 
 def test_im2col_into_a_strided_view(numba_always):
@@ -425,6 +441,31 @@ def test_default_times_only_large_layers_and_inference_times_forward_only(monkey
     (key,) = choice.chosen_engines()
     assert key.endswith(" inference") and choice.chosen_engines()[key] == name
     assert runs and not any(runs)                                               # forward passes only
+    choice.reset_choices()
+
+
+@pytest.mark.parametrize("winograd_rounds,chosen", [
+    ((0.5, 0.5), "winograd"),          # faster by half in every round: chosen
+    ((0.5, 1.2), "im2col"),            # one fast round (say im2col's was disturbed): not enough
+    ((0.95, 0.95), "im2col"),          # within MARGIN of im2col: im2col's exact arithmetic stays
+])
+def test_an_engine_replaces_im2col_only_when_faster_by_the_margin_in_every_round(
+        winograd_rounds, chosen, monkeypatch):
+    choice.reset_choices()
+    geom = ConvGeometry(3, 1, 1)
+    x, w, _, _ = _data((2, 4, 12, 12), 4, geom, np.float32)
+    clock = [0.0]
+    timed = {"im2col": iter([1.0] * 3), "winograd": iter((1.0,) + winograd_rounds),
+             "winograd4": iter([2.0] * 3)}    # the full-size warm-up (not timed), then the rounds
+
+    def fake_run(engine, kind, geom_, x_, w_, dy_, x_shape, train):
+        if x_shape == x.shape:                # full-size runs: warm-up, then ROUNDS timed
+            clock[0] += next(timed[engine.name])
+
+    monkeypatch.setattr(choice, "_run", fake_run)
+    monkeypatch.setattr(choice, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(choice, "ROUNDS", 2)
+    assert choice.choose("conv", x.shape, w.shape, geom, x.dtype) == chosen
     choice.reset_choices()
 
 
