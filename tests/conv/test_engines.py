@@ -189,6 +189,17 @@ def test_numba_im2col_and_col2im_match_the_array_versions(x_shape, k, geom, numb
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_shape,geom", [
+    ((2, 3, 13, 13), ConvGeometry(3, 1, 1)),           # AlexNet conv3's "same" rows
+    ((2, 2, 4, 5), ConvGeometry(3, 1, (3, 1))),        # Wo == W, padded rows wholly outside
+    ((1, 2, 6, 9), ConvGeometry((2, 5), 1, (0, 4), 2)),  # dilated, Wo == W, every column clipped
+])
+def test_numba_im2col_same_width_rows_match_the_array_version(x_shape, geom, numba_always):
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
+    assert geom.output_hw(*x_shape[2:])[1] == x_shape[3]            # the contiguous-copy path
+    np.testing.assert_array_equal(im2col.im2col(x, geom), im2col.im2col_array(x, geom))
+
+
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_numba_gemm_layout_copies_are_exact_transposes(with_bias, numba_always):
     rng = np.random.default_rng(2)
