@@ -10,8 +10,9 @@ backward (dx, dw, db).  Effective GFLOP/s count the direct algorithm's work:
 2 x multiply-adds for a forward, three times that for forward + backward,
 whatever the engine really computes (so Winograd and FFT can pass 100 %).
 "x torch" is PyTorch's time over ours (above 1: we are faster); "% peak" is
-against the best float32 GEMM NumPy reaches in the same run (2048^3, run
-before, after and between the cases).  Runs alternate between engines, and each figure is the best (or
+against the best float32 GEMM NumPy reaches (2048^3) in the rounds of the
+same case: a shared VM's speed drifts (a run's best GEMM was once 1.5x its
+usual), and a layer is compared with the GEMM measured beside it.  Runs alternate between engines, and each figure is the best (or
 --stat median) of the repeats, so that a busy machine disturbs the columns
 alike.  PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
@@ -63,14 +64,6 @@ SHAPES = {
 }
 QUICK = ["lenet2", "vgg1", "large9"]
 ENGINES = ["im2col", "winograd", "winograd4", "fft"]
-
-
-def gemm_peak(repeats=5, n=2048):
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2.0 * n ** 3 / best / 1e9
 
 
 _CLOCK = [time.perf_counter]
@@ -206,18 +199,16 @@ class Case:
         return fwd, fwd_bwd
 
 
-_PEAK = []   # GFLOP/s of every reference GEMM run, interleaved with the cases
-
-
 def _peak_run(n=2048):
+    """GFLOP/s of one reference GEMM."""
     a = getattr(_peak_run, "a", None)
     if a is None:
         a = _peak_run.a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    _PEAK.append(2.0 * n ** 3 / _timed(lambda: a @ a) / 1e9)
+    return 2.0 * n ** 3 / _timed(lambda: a @ a) / 1e9
 
 
 def measure(case, engines, repeats, stat, torch_worker=None):
-    """{column: (forward seconds, forward+backward seconds)}, runs interleaved."""
+    """({column: (forward seconds, forward+backward seconds)}, the GEMM peak beside them), runs interleaved."""
     runs = {}
     for name in engines:
         fns = case.engine_fns(name)
@@ -230,20 +221,22 @@ def measure(case, engines, repeats, stat, torch_worker=None):
         fwd()
         fwd_bwd()
     times = {name: ([], []) for name in runs}
+    peaks = []
     for _ in range(repeats):
-        _peak_run()                          # the GEMM peak, measured alongside
+        peaks.append(_peak_run())            # the GEMM peak, measured alongside
         for name, (fwd, fwd_bwd) in runs.items():
             times[name][0].append(fwd())
             times[name][1].append(fwd_bwd())
+    peaks.append(_peak_run())
     pick = min if stat == "min" else statistics.median
-    return {name: (pick(f), pick(fb)) for name, (f, fb) in times.items()}
+    return {name: (pick(f), pick(fb)) for name, (f, fb) in times.items()}, max(peaks)
 
 
-def table(rows, peak, have_torch):
+def table(rows, have_torch):
     head = ("| layer | engine | fwd ms | fwd GFLOP/s | fwd % peak | fwd x torch "
-            "| f+b ms | f+b GFLOP/s | f+b % peak | f+b x torch |")
-    lines = [head, "|" + "|".join(["---"] * 10) + "|"]
-    for case, result in rows:
+            "| f+b ms | f+b GFLOP/s | f+b % peak | f+b x torch | GEMM peak |")
+    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
+    for case, (result, peak) in rows:
         torch_t = result.get("pytorch")
         first = True
         for name, (tf, tfb) in result.items():
@@ -251,9 +244,10 @@ def table(rows, peak, have_torch):
             xt = f"{torch_t[0] / tf:.2f}" if torch_t and name != "pytorch" else "-"
             xtb = f"{torch_t[1] / tfb:.2f}" if torch_t and name != "pytorch" else "-"
             label = case.describe() if first else ""
-            first = False
             lines.append(f"| {label} | {name} | {tf * 1e3:.1f} | {gf:.1f} | {100 * gf / peak:.0f} | {xt} "
-                         f"| {tfb * 1e3:.1f} | {gfb:.1f} | {100 * gfb / peak:.0f} | {xtb} |")
+                         f"| {tfb * 1e3:.1f} | {gfb:.1f} | {100 * gfb / peak:.0f} | {xtb} "
+                         f"| {f'{peak:.0f}' if first else ''} |")
+            first = False
     return "\n".join(lines)
 
 
@@ -284,23 +278,23 @@ def main(argv=None):
                           "in a worker process, runs interleaved with ours)")
         except Exception as exc:
             worker, torch_note = None, f"PyTorch not available ({exc}); its columns are skipped"
-    peak_before = gemm_peak(3 if args.quick else 5)
+    _peak_run()                              # warm-up: BLAS threads started, pages touched
     rows = []
     for name in shapes:
         case = Case(name)
         rows.append((case, measure(case, args.engines, repeats, args.stat, worker)))
         print(f"  measured {case.describe()}", file=sys.stderr, flush=True)
-    peak = max([peak_before, gemm_peak(3 if args.quick else 5)] + _PEAK)
 
     print(f"# Convolution engines vs PyTorch CPU ({platform.machine()}, {os.cpu_count()} cores, float32)")
-    print(f"NumPy {np.__version__} float32 GEMM peak this run: {peak:.1f} GFLOP/s (2048^3, the best of "
-          f"{len(_PEAK) + (6 if args.quick else 10)} runs spread over the whole run). {torch_note}.")
+    peaks = [peak for _, (_, peak) in rows]
+    print(f"NumPy {np.__version__} float32 GEMM peak (2048^3, the best of the {repeats + 1} runs beside each "
+          f"case): {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s. {torch_note}.")
     clock = "process CPU time" if args.cpu_time else "wall-clock time"
     print(f"Each time is the {args.stat} {clock} of {repeats} interleaved runs; GFLOP/s count the direct "
           "algorithm's 2*MACs (x3 for forward+backward); 'x torch' = PyTorch time / ours.\n")
     if worker is not None:
         worker.close()
-    print(table(rows, peak, worker is not None))
+    print(table(rows, worker is not None))
     print(f"\nconvolution workspace after the run: {workspace_bytes() / 2 ** 20:.1f} MiB")
 
 
