@@ -174,16 +174,34 @@ class EltwiseLayer(Layer):
         self._inputs = xs       # kept for backward, also when top is a bottom
         xp = get_array_module(xs[0])
         if self.op == EltwiseOp.SUM:
-            y = xs[0] * self.coeffs[0] if self.coeffs[0] != 1 else xs[0].copy()
-            for x, c in zip(xs[1:], self.coeffs[1:]):
-                y += x * c if c != 1 else x
-        elif self.op == EltwiseOp.PROD:
+            if any(top[0] is b for b in bottom):
+                top[0].data = self._sum(xp, xs, None)
+            else:
+                self._sum(xp, xs, top[0].data)       # straight into the top, as Caffe does
+            return
+        if self.op == EltwiseOp.PROD:
             y = xs[0] * xs[1]
             for x in xs[2:]:
                 y *= x
         else:
             y, self._argmax = self._max(xp, xs)
         top[0].data = y
+
+    def _sum(self, xp, xs, out):
+        """The sum of coeff * x, into `out` when given (two plain terms then take one pass)."""
+        c = self.coeffs
+        if out is None:
+            out = xs[0] * c[0] if c[0] != 1 else xs[0].copy()
+            done = 1
+        elif c[0] == 1 and c[1] == 1:
+            xp.add(xs[0], xs[1], out=out)
+            done = 2
+        else:
+            xp.multiply(xs[0], c[0], out=out)
+            done = 1
+        for x, k in zip(xs[done:], c[done:]):
+            out += x * k if k != 1 else x
+        return out
 
     @staticmethod
     def _max(xp, xs):
@@ -569,14 +587,16 @@ class ScaleLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        # kept for the scale gradient; in place the top overwrites x, so keep a copy
-        self._x = x.copy() if top[0] is bottom[0] else x
+        self._x = self.saved_input(bottom, top)      # for the scale gradient
+        xp = get_array_module(x)
+        y = top[0].data                              # written in place: no temporaries
         outer, dim, inner = self.dims
-        y = x.reshape(outer, dim, inner) * self._scale(bottom).data.reshape(1, dim, 1)
+        xp.multiply(x.reshape(outer, dim, inner), self._scale(bottom).data.reshape(1, dim, 1),
+                    out=y.reshape(outer, dim, inner))
         if self.bias_term:
             outer, dim, inner = self.bias_dims
-            y = y.reshape(outer, dim, inner) + self.blobs[-1].data.reshape(1, dim, 1)
-        top[0].data = y.reshape(x.shape)
+            y3 = y.reshape(outer, dim, inner)
+            xp.add(y3, self.blobs[-1].data.reshape(1, dim, 1), out=y3)
 
     def backward(self, top, propagate_down, bottom):
         g = top[0].diff

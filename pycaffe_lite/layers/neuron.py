@@ -38,8 +38,7 @@ class PointwiseLayer(NeuronLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        in_place = top[0] is bottom[0]
-        self._x = (x.copy() if in_place else x) if self.keeps_input() else None
+        self._x = self.saved_input(bottom, top) if self.keeps_input() else None
         top[0].data = self.compute(get_array_module(x), x)
 
     def backward(self, top, propagate_down, bottom):
@@ -392,7 +391,7 @@ class PReLULayer(NeuronLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self._x = x.copy() if top[0] is bottom[0] else x   # in place, the top overwrites x
+        self._x = self.saved_input(bottom, top)
         xp = get_array_module(x)
         top[0].data = xp.where(x > 0, x, x * self._slope(x))
 

@@ -92,13 +92,18 @@ class BatchNormLayer(Layer):
         x = self._per_channel(bottom[0].data)
         xp = get_array_module(x)
         if self.use_global_stats:
+            # (x - mean) / std straight into the top (in place is fine: backward needs only std)
             mean, var = self._stored_statistics(xp)
-            centered = x - mean[:, None]
-        else:
-            mean = x.mean(axis=(0, 2))
-            centered = x - mean[:, None]
-            var = (centered * centered).mean(axis=(0, 2))
-            self._update_statistics(mean, var, bottom[0].count // self.channels)
+            self._std = xp.sqrt(var + self.eps)[:, None]
+            self._x_norm = None
+            y = self._per_channel(top[0].data)
+            xp.subtract(x, mean[:, None], out=y)
+            xp.divide(y, self._std, out=y)
+            return
+        mean = x.mean(axis=(0, 2))
+        centered = x - mean[:, None]
+        var = (centered * centered).mean(axis=(0, 2))
+        self._update_statistics(mean, var, bottom[0].count // self.channels)
         self._std = xp.sqrt(var + self.eps)[:, None]
         # Kept for backward in its own copy, as Caffe's x_norm_: a later in-place layer may
         # write into top's array.

@@ -694,6 +694,28 @@ def test_scale_default_fillers_and_learned_bias():
                    'bias_filler { type: "gaussian" } }', [rand(2, 3, 2)])
 
 
+def test_scale_in_place_keeps_each_pass_input_for_its_gradient():
+    """The copy of x an in-place layer keeps is reused across passes, and holds the latest x."""
+    text = 'type: "Scale" scale_param { filler { type: "uniform" min: 1 max: 2 } }'
+    layer = create_layer(layer_param(text), TRAIN)
+    blob = Blob((2, 3, 2), np.float64)
+    layer.SetUp([blob], [blob])
+    g = rand(2, 3, 2, seed=7)
+    kept = None
+    for seed in (1, 2):
+        x = rand(2, 3, 2, seed=seed)
+        blob.data[...] = x
+        layer.forward([blob], [blob])
+        assert kept is None or layer._x is kept                 # the same buffer, not a new copy
+        kept = layer._x
+        np.testing.assert_array_equal(kept, x)                 # not the top, which overwrote x
+    layer.blobs[0].diff[...] = 0
+    blob.diff[...] = g
+    layer.backward([blob], [True], [blob])
+    expected = (g * x).sum(axis=(0, 2))
+    np.testing.assert_allclose(layer.blobs[0].diff, expected)
+
+
 def test_scale_in_place_and_rules():
     x, g = rand(2, 3, 2), rand(2, 3, 2, seed=5)
     text = 'type: "Scale" scale_param { bias_term: true filler { type: "uniform" min: 1 max: 2 } }'
