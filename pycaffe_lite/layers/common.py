@@ -13,6 +13,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..layer import Layer, register
 from ..proto import caffe_pb2
+from ._elementwise import channel_affine
 
 
 # ---- helpers shared by the layers of this family -----------------------------
@@ -588,15 +589,10 @@ class ScaleLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         self._x = self.saved_input(bottom, top)      # for the scale gradient
-        xp = get_array_module(x)
-        y = top[0].data                              # written in place: no temporaries
-        outer, dim, inner = self.dims
-        xp.multiply(x.reshape(outer, dim, inner), self._scale(bottom).data.reshape(1, dim, 1),
-                    out=y.reshape(outer, dim, inner))
-        if self.bias_term:
-            outer, dim, inner = self.bias_dims
-            y3 = y.reshape(outer, dim, inner)
-            xp.add(y3, self.blobs[-1].data.reshape(1, dim, 1), out=y3)
+        # written into the top in one pass; the bias lines up as the scale does (same axes)
+        bias = self.blobs[-1].data.reshape(-1) if self.bias_term else None
+        channel_affine(x.reshape(self.dims), self._scale(bottom).data.reshape(-1), bias,
+                       top[0].data.reshape(self.dims))
 
     def backward(self, top, propagate_down, bottom):
         g = top[0].diff

@@ -16,6 +16,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..layer import NeuronLayer, register
 from ..proto import caffe_pb2
+from . import _elementwise
 from .common import param_wanted
 
 
@@ -75,8 +76,7 @@ class ReLULayer(PointwiseLayer):
     def forward(self, bottom, top):
         if self.slope != 0:
             return super().forward(bottom, top)
-        x = bottom[0].data                       # the plain ReLU: one pass, in place or into the top
-        get_array_module(x).maximum(x, 0, out=top[0].data)
+        _elementwise.relu(bottom[0].data, top[0].data)   # the plain ReLU: one parallel pass
 
     def backward(self, top, propagate_down, bottom):
         if self.slope != 0:
