@@ -31,7 +31,9 @@ Steps, each a `pycaffe-lite` command you could type yourself:
    recipe, at the full rate everywhere, and frozen;
 5. print a table of test accuracies and write work/results.json.
 
-Run from the repository root or anywhere: paths are resolved from the repo.
+Run from the repository root or anywhere.  The commands run on copies of the
+example's nets and solvers that run.py writes into the work folder (`--work`,
+examples/finetune_digits/work by default), pointing at the LMDBs there.
 """
 import argparse
 import json
@@ -46,7 +48,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-WORK = HERE / "work"
+WORK = HERE / "work"                     # --work and --digits rebind these two
+DIGITS = REPO / "data" / "digits"
 sys.path.insert(0, str(REPO))
 
 SOURCE_TEST, TARGET_TEST = 140, 840      # test images kept (batch 70 x 2 and 120 x 7 in the prototxts)
@@ -73,9 +76,9 @@ def split(per_class, draw):
     as test images."""
     from pycaffe_lite.data.lmdb_io import LMDBWriter, iter_lmdb
     from pycaffe_lite.proto import caffe_pb2
-    train_db, test_db = REPO / "data/digits/digits_train_lmdb", REPO / "data/digits/digits_test_lmdb"
+    train_db, test_db = DIGITS / "digits_train_lmdb", DIGITS / "digits_test_lmdb"
     if not train_db.exists():
-        raise SystemExit("data/digits/digits_train_lmdb is missing: run `python data/digits/build.py`")
+        raise SystemExit(f"{train_db} is missing: run `python data/digits/build.py`")
 
     def records(db):
         for key, value in iter_lmdb(db):
@@ -130,15 +133,26 @@ def test_accuracies(log):
     return out
 
 
-def solver_copy(template, name, seed, net=None, iterations=None, test_interval=None):
-    """work/<name>.prototxt: `template` with its own seed, snapshot prefix (and net, length)."""
+def net_copy(template):
+    """work/<template's name>: the example's net reading its LMDBs from the work folder."""
+    from pycaffe_lite.zoo.prototxt import read_net, write_text
+    param = read_net(template)
+    for layer in param.layer:
+        if layer.type == "Data":
+            layer.data_param.source = str(WORK / Path(layer.data_param.source).name)
+    path = WORK / template.name
+    write_text(path, param)
+    return path
+
+
+def solver_copy(template, name, seed, net, iterations=None, test_interval=None):
+    """work/<name>_solver.prototxt: `template` with its own net, seed, snapshot prefix (and length)."""
     from pycaffe_lite.proto import caffe_pb2
     from pycaffe_lite.zoo.prototxt import parse_text, write_text
     solver = parse_text(template.read_text(), caffe_pb2.SolverParameter())
     solver.random_seed = seed
-    solver.snapshot_prefix = f"examples/finetune_digits/work/{name}"
-    if net:
-        solver.net = net
+    solver.snapshot_prefix = str(WORK / name)
+    solver.net = str(net)
     if iterations:
         solver.max_iter = iterations
     if test_interval:
@@ -149,6 +163,7 @@ def solver_copy(template, name, seed, net=None, iterations=None, test_interval=N
 
 
 def main(argv=None):
+    global WORK, DIGITS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=5, help="training images of each digit 5-9")
     parser.add_argument("--iterations", type=int, default=200, help="training iterations of the target runs")
@@ -158,31 +173,35 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10",
                         help="random seeds of the target runs: each draws a subset and the initial weights")
     parser.add_argument("--keep", action="store_true", help="reuse work/ (and its 0-4 net) from an earlier run")
+    parser.add_argument("--work", default=str(WORK), help="the folder for LMDBs, nets, logs and weights")
+    parser.add_argument("--digits", default=str(DIGITS), help="where data/digits/build.py wrote the digits")
     args = parser.parse_args(argv)
+    WORK, DIGITS = Path(args.work).resolve(), Path(args.digits).resolve()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if WORK.exists() and not args.keep:
         shutil.rmtree(WORK)
-    WORK.mkdir(exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
 
     counts = split(args.per_class, seeds[0])
     print(f"data: {counts}")
-    rel = "examples/finetune_digits"
+    source_net = net_copy(HERE / "source_train_test.prototxt")
+    target_net = net_copy(HERE / "target_train_test.prototxt")
     source_weights = WORK / f"source_iter_{args.source_iterations}.caffemodel"
     if args.keep and source_weights.exists() and (WORK / "source.log").exists():
         out = (WORK / "source.log").read_text()      # reuse the 0-4 net of an earlier run
     else:
-        solver = solver_copy(HERE / "source_solver.prototxt", "source", 1, iterations=args.source_iterations)
-        out = cli("train", "--solver", solver.relative_to(REPO), log_name="source.log")
+        solver = solver_copy(HERE / "source_solver.prototxt", "source", 1, source_net, args.source_iterations)
+        out = cli("train", "--solver", solver, log_name="source.log")
     source_acc = test_accuracies(out)[-1][1]
     print(f"digits 0-4 net: test accuracy {source_acc:.3f} ({source_weights.name})")
 
     # What --weights will do, and the recipe's and the frozen variants of the target net, with `surgery`.
-    surgery = cli("surgery", "--model", f"{rel}/target_train_test.prototxt", "--weights", source_weights,
+    surgery = cli("surgery", "--model", target_net, "--weights", source_weights,
                   "--out", WORK / "target_init.caffemodel", "--lr-mult", RECIPE,
                   "--out-model", WORK / "target_recipe_train_test.prototxt",
                   "--report", WORK / "surgery.json", log_name="surgery.log")
     print(surgery.strip())
-    cli("surgery", "--model", f"{rel}/target_train_test.prototxt", "--weights", source_weights,
+    cli("surgery", "--model", target_net, "--weights", source_weights,
         "--out", WORK / "target_init.caffemodel", "--freeze-below", "ip2_5to9",
         "--out-model", WORK / "target_frozen_train_test.prototxt")
 
@@ -194,11 +213,11 @@ def main(argv=None):
     for seed in seeds:
         split(args.per_class, seed)        # each seed draws its own subset (and initial weights)
         for variant in runs:
-            net = f"{rel}/work/{nets[variant]}" if variant in nets else None
+            net = WORK / nets[variant] if variant in nets else target_net
             solver = solver_copy(template, f"{variant}_seed{seed}", seed, net, args.iterations,
                                  args.test_interval)
             extra = [] if variant == "scratch" else ["--weights", source_weights]
-            log = cli("train", "--solver", solver.relative_to(REPO), *extra,
+            log = cli("train", "--solver", solver, *extra,
                       log_name=f"{variant}_seed{seed}.log")
             accs = test_accuracies(log)
             runs[variant].append(accs[-1][1])
