@@ -156,6 +156,16 @@ def copy_into(dst, src):
     return dst
 
 
+def reused(buf, shape, dtype, xp):
+    """`buf` if it is an array of this shape, dtype and module, else a new empty one: for
+    scratch a caller keeps across passes (a fresh multi-megabyte array page-faults on
+    every first touch)."""
+    shape, dtype = _shape_tuple(shape), np.dtype(dtype)
+    if buf is None or buf.shape != shape or buf.dtype != dtype or get_array_module(buf) is not xp:
+        return xp.empty(shape, dtype)
+    return buf
+
+
 def _shape_tuple(shape):
     return (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
 

@@ -175,14 +175,13 @@ class Layer:
         """bottom[0]'s data as backward will need it: the array itself, or, when the layer
         runs in place (its top overwrites it), a copy in a buffer the layer reuses (a fresh
         copy each pass page-faults on every first touch)."""
+        from .backend import get_array_module, reused
         x = bottom[0].data
         if top[0] is not bottom[0]:
             return x
-        saved = getattr(self, "_saved_input", None)
-        if saved is None or saved.shape != x.shape or saved.dtype != x.dtype or type(saved) is not type(x):
-            saved = self._saved_input = x.copy()
-        else:
-            saved[...] = x
+        saved = self._saved_input = reused(getattr(self, "_saved_input", None), x.shape, x.dtype,
+                                           get_array_module(x))
+        saved[...] = x
         return saved
 
     def make_blob(self, shape, dtype, like=None):

@@ -243,3 +243,13 @@ def test_importing_the_gpu_package_does_not_import_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
+
+
+def test_reused_keeps_a_matching_buffer_and_replaces_any_other():
+    from pycaffe_lite.backend import reused
+    buf = np.zeros((2, 3), np.float32)
+    assert reused(buf, (2, 3), np.float32, np) is buf
+    for shape, dtype in (((3, 2), np.float32), ((2, 3), np.float64)):
+        fresh = reused(buf, shape, dtype, np)
+        assert fresh is not buf and fresh.shape == shape and fresh.dtype == dtype
+    assert reused(None, [4], "int32", np).shape == (4,)

@@ -17,7 +17,7 @@ On NumPy arrays the im2col / col2im / depthwise loops run as Numba kernels
 (`_kernels.py`); the array versions here (`im2col_array`, `col2im_array`,
 `depthwise_*_array`) are what CuPy runs and are the references in the tests.
 """
-from ..backend import get_array_module
+from ..backend import get_array_module, reused
 from . import _kernels
 from .workspace import fingerprint, workspace
 
@@ -240,7 +240,10 @@ def forward(x, w, b, geom, out=None, ws=None, ctx=None):
     out3 = out.reshape(n, k, p)
     for n0 in range(0, n, nb):
         nn = min(nb, n - n0)
-        buf = _kept_cols(ctx, (ckk, n, p), x.dtype, xp) if keep else ws.get("cols", (ckk, nn, p), x.dtype, xp)
+        if keep:                                 # the layer's own buffer, reused across passes
+            buf = ctx["cols"] = reused(ctx.get("cols"), (ckk, n, p), x.dtype, xp)
+        else:
+            buf = ws.get("cols", (ckk, nn, p), x.dtype, xp)
         cols = im2col(x[n0:n0 + nn], geom, out=buf)
         yk = ws.get("gemm_out", (k, nn, p), x.dtype, xp)
         xp.matmul(wg, cols.reshape(g, ckk // g, nn * p), out=yk.reshape(g, kg, nn * p))
@@ -266,14 +269,6 @@ def _channel_major(xp, y, out):
         _kernels.channel_major(y, out)
     else:
         out[...] = y.transpose(1, 0, 2)
-
-
-def _kept_cols(ctx, shape, dtype, xp):
-    """The layer's own column buffer (reused across iterations)."""
-    buf = ctx.get("cols")
-    if buf is None or buf.shape != shape or buf.dtype != dtype or get_array_module(buf) is not xp:
-        buf = ctx["cols"] = xp.empty(shape, dtype)
-    return buf
 
 
 def backward(x, w, dy, geom, need_dx=True, need_dw=True, dx_out=None, ws=None, ctx=None):

@@ -28,7 +28,7 @@ transforms run as fused Numba kernels (`_kernels`), vectorised across tiles.
 """
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, reused
 from . import _kernels
 from .workspace import fingerprint, workspace
 
@@ -268,9 +268,7 @@ def forward(x, w, b, geom, m=2, out=None, ws=None, ctx=None):
     keep = None
     if ctx is not None:
         # V is kept for backward in a buffer of the layer's own (reused across iterations)
-        keep = ctx.get("v_buf")
-        if keep is None or keep.shape != (p.a * p.a, p.c, p.cols) or keep.dtype != x.dtype:
-            keep = xp.empty((p.a * p.a, p.c, p.cols), x.dtype)
+        keep = reused(ctx.get("v_buf"), (p.a * p.a, p.c, p.cols), x.dtype, xp)
     v = _input_transform(xp, x, p, bt, ws, out=keep)
     # U depends on the weights only: kept in ctx while they are unchanged (inference)
     w_key = (m,) + fingerprint(w)

@@ -22,7 +22,7 @@ Example:
 import numpy as np
 
 from .. import backend
-from ..backend import get_array_module
+from ..backend import get_array_module, reused
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
@@ -375,8 +375,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
     N, C, H, W = x.shape
     Ho, Wo = out_size
     top = np.empty((N, C, Ho, Wo), x.dtype) if out is None else out
-    if argk is None or argk.shape != top.shape or argk.dtype != np.int32:
-        argk = np.empty((N, C, Ho, Wo), np.int32)
+    argk = reused(argk, top.shape, np.int32, np)
     forward = _max_pool_kernels(kernel, stride)[0]
     forward(np.ascontiguousarray(x).reshape(N * C, H, W), *pad, x.dtype.type(-FLT_MAX),
             top.reshape(N * C, Ho, Wo), argk.reshape(N * C, Ho, Wo))
