@@ -175,8 +175,8 @@ class EltwiseLayer(Layer):
         self._inputs = xs       # kept for backward, also when top is a bottom
         xp = get_array_module(xs[0])
         if self.op == EltwiseOp.SUM:
-            if any(top[0] is b for b in bottom):
-                top[0].data = self._sum(xp, xs, None)
+            if any(top[0] is b for b in bottom):     # the top is an input: sum aside, then copy in
+                top[0].data = self._sum(xp, xs, xp.empty_like(xs[0]))
             else:
                 self._sum(xp, xs, top[0].data)       # straight into the top, as Caffe does
             return
@@ -189,12 +189,9 @@ class EltwiseLayer(Layer):
         top[0].data = y
 
     def _sum(self, xp, xs, out):
-        """The sum of coeff * x, into `out` when given (two plain terms then take one pass)."""
+        """The sum of coeff * x, into `out` (two plain terms take one pass)."""
         c = self.coeffs
-        if out is None:
-            out = xs[0] * c[0] if c[0] != 1 else xs[0].copy()
-            done = 1
-        elif c[0] == 1 and c[1] == 1:
+        if c[0] == 1 and c[1] == 1:
             xp.add(xs[0], xs[1], out=out)
             done = 2
         else:

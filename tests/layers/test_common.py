@@ -254,6 +254,20 @@ def test_eltwise_forward_by_hand():
     assert m.tolist() == [[4.0, 5.0, 3.0, 0.5]]
 
 
+@pytest.mark.parametrize("param", ["", "eltwise_param { coeff: 1 coeff: -2 coeff: 3 }",
+                                   "eltwise_param { coeff: 0.5 coeff: 1 coeff: 1 }"])
+def test_eltwise_sum_in_place_equals_the_sum_into_a_new_top(param):
+    xs = [rand(2, 3, seed=s) for s in (1, 2, 3)]
+    (expected,) = forward(f'type: "Eltwise" {param}', xs)
+    layer = create_layer(layer_param(f'type: "Eltwise" {param}'), caffe_pb2.TRAIN)
+    blobs = [Blob(x.shape, np.float64) for x in xs]
+    for blob, x in zip(blobs, xs):
+        blob.data[...] = x
+    layer.SetUp(blobs, [blobs[1]])                 # the top is the second bottom
+    layer.forward(blobs, [blobs[1]])
+    np.testing.assert_array_equal(blobs[1].data, expected)
+
+
 def test_eltwise_max_ties_follow_caffe():
     # Caffe: bottom 0 beats bottom 1 only when strictly larger; later bottoms only when strictly
     # larger than the running max.  So a tie of all three goes to bottom 1.
