@@ -118,10 +118,11 @@ def choose(kind, x_shape, w_shape, geom, dtype, xp=np, train=True, request=AUTO)
     dy = _random(xp, (n, w_shape[0], ho, wo), dtype, rng)
     small = (1,) + tuple(x_shape[1:])
     xs, dys = x[:1], dy[:1]
-    for name in names:      # warm-up: Numba compiles and FFT plans on one image, then the
-        _run(get_engine(name), kind, geom, xs, w, dys, small, train)        # full-size buffers
-        _run(get_engine(name), kind, geom, x, w, dy, x_shape, train)       # (first touches of
-                                                                            # a new buffer fault)
+    # Warm-up, untimed: Numba compiles and FFT plans on one image, then the first
+    # touches (page faults) of the full-size buffers.
+    for name in names:
+        _run(get_engine(name), kind, geom, xs, w, dys, small, train)
+        _run(get_engine(name), kind, geom, x, w, dy, x_shape, train)
     rounds = {name: [] for name in names}
     for _ in range(ROUNDS):                              # interleaved: a busy machine
         for name in names:                               # disturbs every engine alike
