@@ -210,3 +210,25 @@ def test_fused_rendering_matches_the_separate_transforms():
     aug = _augmenter("lens_distortion: 0.3", caffe_pb2.TRAIN, 0)
     plan = aug.plan(30, 40, np.random.default_rng(7))
     assert _close(aug.render(SMOOTH, plan, 0, 0, 30, 40), A.lens_distort(SMOOTH, np.random.default_rng(7), 0.3), worst=1)
+
+
+def test_fused_affine_warps_compose_in_the_drawn_order():
+    """stretch, then shear, then rotation, then translation, as one warp: the same as warping
+    by the product of the four matrices drawn from the same generator in that order."""
+    aug = _augmenter("stretch: 0.2 shear: 15 rotation: 20 translation: 0.1 border: 'constant'",
+                     caffe_pb2.TRAIN, 0)
+    plan = aug.plan(30, 40, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    drawn = [A.stretch_matrix(rng, 30, 40, 0.2), A.shear_matrix(rng, 30, 40, 15),
+             A.rotation_matrix(rng, 30, 40, 20), A.translation_matrix(rng, 30, 40, 0.1)]
+    product = np.eye(3)
+    for m in drawn:
+        product = np.vstack([A.as_matrix(m), [0, 0, 1]]) @ product
+    assert not np.allclose(product, np.eye(3))
+    expected = A.warp_affine(SMOOTH, product, border="constant")
+    assert _close(aug.render(SMOOTH, plan, 0, 0, 30, 40), expected, worst=1)
+    # the affine helpers agree with their matrix form
+    p, q = drawn[2], drawn[3]
+    assert np.allclose(np.vstack([A.as_matrix(A.compose(p, q)), [0, 0, 1]]),
+                       np.vstack([A.as_matrix(p), [0, 0, 1]]) @ np.vstack([A.as_matrix(q), [0, 0, 1]]))
+    assert np.allclose(A.as_matrix(A.compose(p, A.invert(p))), A.as_matrix(A.IDENTITY))
