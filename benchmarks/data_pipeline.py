@@ -5,7 +5,8 @@
 
 Part 1, images/s of read + decode + transform (+ augment), timed in the
 calling thread (one core; `num_threads` > 1 adds decode workers):
-  - LeNet on the digits set (raw 28x28 Datums, scale only: the vectorized path)
+  - LeNet on the digits set (raw 28x28 Datums, scale only: the vectorized path), then
+    with the affine warps of the main job's net (models/lenet), one resampling per image
   - CaffeNet-style 227x227 crops from an LMDB of encoded JPEGs (256x256) that this script
     generates: Caffe's transform (crop, mirror, mean_value), then with our augmentation on top
 Part 2, the fraction of iteration time the net spends waiting for the prefetch
@@ -108,11 +109,20 @@ def data_layer_text(source, batch_size, transform, phase="TRAIN", prefetch=4):
             f'data_param {{ source: "{source}" batch_size: {batch_size} backend: LMDB prefetch: {prefetch} }} }}\n')
 
 
-def lenet_net(source, batch_size):
+def main_job_transform():
+    """The TRAIN transform_param of models/lenet (scale and affine warps), as prototxt text."""
+    param = text_format.Parse((REPO / "models" / "lenet" / "lenet_train_test.prototxt").read_text(),
+                              caffe_pb2.NetParameter())
+    layer = next(layer for layer in param.layer if layer.type == "Data"
+                 and any(rule.phase == caffe_pb2.TRAIN for rule in layer.include))
+    return text_format.MessageToString(layer.transform_param, as_one_line=True)
+
+
+def lenet_net(source, batch_size, transform="scale: 0.00390625"):
     path = FIXTURES / "caffe" / "examples" / "mnist" / "lenet_train_test.prototxt"
     param = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
     body = [layer for layer in param.layer if layer.type not in ("Data", "Accuracy")]
-    text = data_layer_text(source, batch_size, "scale: 0.00390625")
+    text = data_layer_text(source, batch_size, transform)
     net = text_format.Parse(text, caffe_pb2.NetParameter())
     net.layer.extend(body)
     return net
@@ -201,6 +211,7 @@ def main(argv=None):
         print("|---|---|---|---|")
         rows = [
             ("digits 28x28 raw", "scale 1/256 (LeNet)", train, "scale: 0.00390625", 64, 1),
+            ("digits 28x28 raw", "+ the main job's affine warps", train, main_job_transform(), 64, 1),
             ("JPEG 256x256 -> 227", "Caffe: crop, mirror, mean", jpegs, CAFFE_TRANSFORM, 32, 1),
             ("JPEG 256x256 -> 227", "Caffe: crop, mirror, mean", jpegs, CAFFE_TRANSFORM, 32, 2),
             ("JPEG 256x256 -> 227", "+ scale jitter, rotate, shift, colour, lighting", jpegs,
@@ -217,6 +228,7 @@ def main(argv=None):
         print("|---|---|---|---|---|")
         cases = [
             ("LeNet, digits", lenet_net(train, 64), 64, 31.6),
+            ("LeNet, digits, + the main job's affine warps", lenet_net(train, 64, main_job_transform()), 64, 31.6),
             ("CaffeNet, JPEG LMDB, Caffe transform", caffenet_net(jpegs, 32, CAFFE_TRANSFORM), 32, 1680.0),
             ("CaffeNet, JPEG LMDB, + augmentation", caffenet_net(jpegs, 32, CAFFE_TRANSFORM + " " + AUGMENTATION),
              32, 1680.0),
