@@ -205,13 +205,14 @@ def main(argv=None):
         tmp = Path(tmp)
         train, _ = digits_lmdbs(tmp)
         jpegs = jpeg_lmdb(tmp, args.images)
+        warps = main_job_transform()
 
         print("\n## Read + decode + transform, images/s")
         print("| data | transform | decode threads | images/s |")
         print("|---|---|---|---|")
         rows = [
             ("digits 28x28 raw", "scale 1/256 (LeNet)", train, "scale: 0.00390625", 64, 1),
-            ("digits 28x28 raw", "+ the main job's affine warps", train, main_job_transform(), 64, 1),
+            ("digits 28x28 raw", "+ the main job's affine warps", train, warps, 64, 1),
             ("JPEG 256x256 -> 227", "Caffe: crop, mirror, mean", jpegs, CAFFE_TRANSFORM, 32, 1),
             ("JPEG 256x256 -> 227", "Caffe: crop, mirror, mean", jpegs, CAFFE_TRANSFORM, 32, 2),
             ("JPEG 256x256 -> 227", "+ scale jitter, rotate, shift, colour, lighting", jpegs,
@@ -228,7 +229,7 @@ def main(argv=None):
         print("|---|---|---|---|---|")
         cases = [
             ("LeNet, digits", lenet_net(train, 64), 64, 31.6),
-            ("LeNet, digits, + the main job's affine warps", lenet_net(train, 64, main_job_transform()), 64, 31.6),
+            ("LeNet, digits, + the main job's affine warps", lenet_net(train, 64, warps), 64, 31.6),
             ("CaffeNet, JPEG LMDB, Caffe transform", caffenet_net(jpegs, 32, CAFFE_TRANSFORM), 32, 1680.0),
             ("CaffeNet, JPEG LMDB, + augmentation", caffenet_net(jpegs, 32, CAFFE_TRANSFORM + " " + AUGMENTATION),
              32, 1680.0),
