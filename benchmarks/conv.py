@@ -9,6 +9,9 @@ winograd4 = F(4x4,3x3), fft) and PyTorch's conv2d run forward, and forward +
 backward (dx, dw, db).  Effective GFLOP/s count the direct algorithm's work:
 2 x multiply-adds for a forward, three times that for forward + backward,
 whatever the engine really computes (so Winograd and FFT can pass 100 %).
+The "gemm" row is not an engine: it runs only the GEMMs that im2col runs
+(W @ cols forward; cols @ dY^T and W^T @ dY backward) on columns made once,
+so it is the ceiling the im2col engine can reach with NumPy's BLAS.
 "x torch" is PyTorch's time over ours (above 1: we are faster); "% peak" is
 against the best float32 GEMM NumPy reaches (2048^3) in the rounds of the
 same case: a shared VM's speed drifts (a run's best GEMM was once 1.5x its
@@ -46,6 +49,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pycaffe_lite.conv import ConvGeometry, get_engine, workspace_bytes  # noqa: E402
+from pycaffe_lite.conv.im2col import im2col  # noqa: E402
 
 # name: (N, C, H, W), K, kernel, stride, pad, group, label
 SHAPES = {
@@ -63,7 +67,7 @@ SHAPES = {
     "large9": ((8, 64, 64, 64), 64, 9, 1, 4, 1, "large kernel 9x9"),
 }
 QUICK = ["lenet2", "vgg1", "large9"]
-ENGINES = ["im2col", "winograd", "winograd4", "fft"]
+ENGINES = ["im2col", "gemm", "winograd", "winograd4", "fft"]
 
 
 _CLOCK = [time.perf_counter]
@@ -183,6 +187,8 @@ class Case:
         return f"{self.label}: {n}x{c}x{h}x{w} -> {self.k} {self.geom}"
 
     def engine_fns(self, name):
+        if name == "gemm":
+            return self.gemm_fns()
         engine = get_engine(name)
         if not engine.supports(self.geom):
             return None
@@ -196,6 +202,29 @@ class Case:
             engine.forward(self.x, self.w, self.b, geom, out=self.y, ctx=ctx)
             engine.backward(self.x, self.w, self.dy, geom, dx_out=self.dx, ctx=ctx)
             self.dy.sum(axis=(0, 2, 3))
+        return fwd, fwd_bwd
+
+
+    def gemm_fns(self):
+        """im2col's GEMMs alone, on columns made once (None where it runs no columns)."""
+        geom, (n, c, _, _), k = self.geom, self.x_shape, self.k
+        if geom.is_1x1 or geom.is_depthwise(c):
+            return None
+        g = geom.group
+        cols = im2col(self.x, geom)                        # (C*kh*kw, N, P)
+        ckk, p = cols.shape[0], cols.shape[2]
+        cols_g = cols.reshape(g, ckk // g, n * p)
+        w_g = self.w.reshape(g, k // g, ckk // g)
+        dy_g = np.ascontiguousarray(self.dy.reshape(n, k, p).transpose(1, 0, 2)).reshape(g, k // g, n * p)
+        y_g, dcols = np.empty_like(dy_g), np.empty_like(cols_g)
+
+        def fwd():
+            np.matmul(w_g, cols_g, out=y_g)
+
+        def fwd_bwd():
+            fwd()
+            np.matmul(cols_g, dy_g.transpose(0, 2, 1))
+            np.matmul(w_g.transpose(0, 2, 1), dy_g, out=dcols)
         return fwd, fwd_bwd
 
 
