@@ -226,8 +226,8 @@ def insert_splits(param):
             split.type = "Split"
             split.bottom.append(name)
             split.top.extend(split_blob_name(layer.name, name, j, k) for k in range(count))
-            if weight:
-                split.loss_weight.append(weight)
+            if weight:                   # the loss moves to the split's first top (Caffe's ConfigureSplitLayer)
+                split.loss_weight.extend([weight] + [0.0] * (count - 1))
                 del layer.loss_weight[:]
                 next_split[(i, j)] += 1
     return out

@@ -225,5 +225,22 @@ def test_insert_splits_gives_loss_weighted_tops_their_own_split():
     split = insert_splits(param)
     names = [l.name for l in split.layer]
     assert names == ["in", "x_in_0_split", "l", "y_l_0_split", "r"]
-    assert list(split.layer[3].loss_weight) == [2] and not split.layer[2].loss_weight
+    # one weight per top of the split, the loss on the first (Caffe's ConfigureSplitLayer)
+    assert list(split.layer[3].loss_weight) == [2, 0] and not split.layer[2].loss_weight
     assert list(split.layer[4].bottom) == ["y_l_0_split_1"]
+
+
+def test_a_loss_weighted_top_read_by_another_layer_trains_on_both_losses(tmp_path):
+    net = net_from_text('''
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 5 } } }
+        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" loss_weight: 2
+                inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 1 } } }
+        layer { name: "relu" type: "ReLU" bottom: "fc" top: "r" loss_weight: 1 }
+    ''', tmp_path)
+    net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal((3, 5))
+    out = net.forward()
+    fc = net.blobs["fc"].data
+    assert sorted(out) == ["fc_fc_0_split_0", "r"]
+    net.backward()
+    # d(2*sum(fc) + sum(relu(fc)))/d(bias) = sum over the batch of 2 + [fc > 0]
+    np.testing.assert_allclose(net.params["fc"][1].diff, (2 + (fc > 0)).sum(0), rtol=1e-6)
