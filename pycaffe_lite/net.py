@@ -451,7 +451,8 @@ class Net(NetHelpersMixin):
     def forward(self, blobs=None, start=None, end=None, **inputs):
         """pycaffe's Net.forward: set inputs by keyword, run, return {blob: data}."""
         start_i, end_i = self._index(start, 0), self._index(end, len(self.layers) - 1)
-        wanted = set(([end] if end is not None else self.outputs) + list(blobs or []))
+        # ending early returns the end layer's tops (pycaffe since BVLC PR #5519)
+        wanted = set((self.top_names[end] if end is not None else self.outputs) + list(blobs or []))
         if inputs:
             if set(inputs) != set(self.inputs):
                 raise ValueError(f"input blob arguments {sorted(inputs)} do not match net inputs {self.inputs}")
@@ -466,7 +467,7 @@ class Net(NetHelpersMixin):
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """pycaffe's Net.backward: set output diffs by keyword, run, return {blob: diff}."""
         start_i, end_i = self._index(start, len(self.layers) - 1), self._index(end, 0)
-        wanted = set(([end] if end is not None else self.inputs) + list(diffs or []))
+        wanted = set((self.bottom_names[end] if end is not None else self.inputs) + list(diffs or []))
         if top_diffs:
             if set(top_diffs) != set(self.outputs):
                 raise ValueError(f"top diff arguments {sorted(top_diffs)} do not match net outputs {self.outputs}")

@@ -123,6 +123,8 @@ def test_forward_with_keyword_inputs_and_start_end(tiny_file):
     np.testing.assert_allclose(out["ip1"], h, rtol=1e-5, atol=1e-6)
     out = net.forward(end="ip2")
     assert set(out) == {"ip2"}
+    out = net.forward(end="relu1")          # ending early returns the end layer's tops, not its name
+    assert set(out) == {"ip1"}
     net.blobs["ip2"].data[...] = 0
     out = net.forward(start="prob")
     np.testing.assert_allclose(out["prob"], np.full((4, 3), 1 / 3), rtol=1e-6)
@@ -141,6 +143,8 @@ def test_backward_with_keyword_diffs(tiny_file):
     np.testing.assert_allclose(diffs["data"], reference_backward(net, x, g), rtol=1e-4, atol=1e-5)
     diffs = net.backward(diffs=["ip1"], prob=g)
     assert set(diffs) == {"data", "ip1"}
+    diffs = net.backward(end="ip2", prob=g)    # stopping early returns the end layer's bottoms
+    assert set(diffs) == {"ip1"}
 
 
 def test_blob_views_write_through(tiny_file):
