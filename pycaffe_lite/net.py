@@ -336,7 +336,8 @@ class Net(NetHelpersMixin):
                 self._need_backward[blob_name] = False
             if layer_param.type == "Input":
                 self.inputs.append(blob_name)
-            available.add(blob_name)
+            if j < len(layer_param.top):         # an automatic top is never a net output (Caffe's AppendTop)
+                available.add(blob_name)
             top.append(blob)
         try:
             layer.SetUp(bottom, top)

@@ -244,3 +244,18 @@ def test_a_loss_weighted_top_read_by_another_layer_trains_on_both_losses(tmp_pat
     net.backward()
     # d(2*sum(fc) + sum(relu(fc)))/d(bias) = sum over the batch of 2 + [fc > 0]
     np.testing.assert_allclose(net.params["fc"][1].diff, (2 + (fc > 0)).sum(0), rtol=1e-6)
+
+
+def test_a_loss_layer_without_a_top_still_counts_but_is_not_an_output(tmp_path):
+    net = net_from_text('''
+        layer { name: "data" type: "Input" top: "data" top: "label"
+                input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }
+        layer { name: "feat" type: "InnerProduct" bottom: "data" top: "feat" inner_product_param { num_output: 2 } }
+        layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" }
+    ''', tmp_path)
+    assert net.outputs == ["feat"]              # Caffe's AppendTop leaves an automatic top unlisted
+    net.blobs["label"].data[...] = [0, 2]
+    assert net.forward_backward() == pytest.approx(np.log(3), rel=1e-6)   # zero weights: uniform softmax
+    net.forward()
+    assert set(net.backward(feat=np.ones((2, 2), np.float32))) == {"data", "label"}
