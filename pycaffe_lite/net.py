@@ -300,7 +300,9 @@ class Net(NetHelpersMixin):
                 f"'{layer_param.python_param.module}' from {self.source} would run its code. "
                 "Allow it with Net(..., allow_python=True), pycaffe_lite.allow_python_layers(), "
                 "or the --allow-python flag of pycaffe-lite.")
-        return create_layer(layer_param, self.phase)
+        if not layer_param.HasField("phase"):     # a layer's own phase wins (Caffe's Net::Init)
+            layer_param.phase = self.phase
+        return create_layer(layer_param)
 
     def _append_layer(self, layer_param, available):
         name = layer_param.name

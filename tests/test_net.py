@@ -259,3 +259,12 @@ def test_a_loss_layer_without_a_top_still_counts_but_is_not_an_output(tmp_path):
     assert net.forward_backward() == pytest.approx(np.log(3), rel=1e-6)   # zero weights: uniform softmax
     net.forward()
     assert set(net.backward(feat=np.ones((2, 2), np.float32))) == {"data", "label"}
+
+
+def test_a_layers_own_phase_wins_over_the_nets(tmp_path):
+    net = net_from_text('''
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 500 } } }
+        layer { name: "drop" type: "Dropout" bottom: "data" top: "out" phase: TRAIN }
+    ''', tmp_path, phase=caffe.TEST)
+    out = net.forward(data=np.ones((4, 500), np.float32))["out"]
+    assert set(np.unique(out)) == {0.0, 2.0}       # dropping, as in training (Caffe's Net::Init)
