@@ -240,11 +240,17 @@ class Net(NetHelpersMixin):
     """A network built from a prototxt (or NetParameter), as pycaffe's caffe.Net.
 
     Net(model, phase) / Net(model, weights, phase) / Net(model, weights=..., phase=...,
-    level=0, stages=(), allow_python=False, dtype=np.float32)
+    level=0, stages=(), allow_python=False, dtype=np.float32); `network_file=` names the
+    model as pycaffe's keyword does.  From a file the state's level is `level` (0 unless
+    given) and `stages` are added, as pycaffe's Net sets them; a NetParameter keeps its own
+    state's level unless `level` is given (Caffe's Net(NetParameter), which the solver uses).
     """
 
-    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(),
-                 allow_python=None, dtype=np.float32):
+    def __init__(self, model=None, *args, network_file=None, weights=None, phase=None, level=None,
+                 stages=(), allow_python=None, dtype=np.float32):
+        if (model is None) == (network_file is None):
+            raise TypeError("Net() needs the model once: Net(model, ...) or Net(network_file=...)")
+        model = network_file if model is None else model
         weights, phase = _positional_weights_phase(args, weights, phase)
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
@@ -259,8 +265,9 @@ class Net(NetHelpersMixin):
         state = caffe_pb2.NetState()
         state.CopyFrom(param.state)
         state.phase = TEST if phase is None else phase
-        state.level = level or state.level
-        state.stage.extend(s for s in stages if s not in state.stage)
+        if level is not None or not isinstance(model, caffe_pb2.NetParameter):
+            state.level = level or 0
+        state.stage.extend(s for s in stages or () if s not in state.stage)
         self.phase = state.phase
         self._init(param, state)
         if weights is not None:

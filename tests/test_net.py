@@ -268,3 +268,20 @@ def test_a_layers_own_phase_wins_over_the_nets(tmp_path):
     ''', tmp_path, phase=caffe.TEST)
     out = net.forward(data=np.ones((4, 500), np.float32))["out"]
     assert set(np.unique(out)) == {0.0, 2.0}       # dropping, as in training (Caffe's Net::Init)
+
+
+def test_state_level_and_stages_from_the_constructor_as_pycaffe_sets_them(tmp_path):
+    text = '''
+        state { level: 2 }
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
+        layer { name: "deep" type: "ReLU" bottom: "data" top: "deep" include { min_level: 1 } }
+    '''
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    # from a file, pycaffe's Net sets the level (0 by default) over the prototxt's
+    assert caffe.Net(str(path), caffe.TEST, stages=None).layer_names == ["data"]
+    assert caffe.Net(network_file=str(path), phase=caffe.TEST, level=1).layer_names == ["data", "deep"]
+    # a NetParameter keeps its own state (the solver builds its nets that way)
+    assert Net(read_net_param(str(path)), phase=caffe.TEST).layer_names == ["data", "deep"]
+    with pytest.raises(TypeError, match="needs the model once"):
+        caffe.Net(str(path), network_file=str(path), phase=caffe.TEST)
