@@ -139,6 +139,8 @@ class Layer:
         loss = 0.0
         for blob, weight in zip(top, self.loss_weights):
             if weight:
+                if not blob.has_diff:    # a new batch size reallocated the top: put the multiplier back
+                    blob.diff[...] = weight
                 loss += weight * float(blob.data.sum())
         return loss
 

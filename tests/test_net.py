@@ -285,3 +285,19 @@ def test_state_level_and_stages_from_the_constructor_as_pycaffe_sets_them(tmp_pa
     assert Net(read_net_param(str(path)), phase=caffe.TEST).layer_names == ["data", "deep"]
     with pytest.raises(TypeError, match="needs the model once"):
         caffe.Net(str(path), network_file=str(path), phase=caffe.TEST)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_a_loss_weight_on_a_plain_top_survives_a_new_batch_size(tmp_path, batch):
+    net = net_from_text('''
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 } } }
+        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" loss_weight: 2
+                inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
+    ''', tmp_path)
+    net.blobs["data"].reshape(batch, 3)
+    net.reshape()
+    net.forward(data=np.ones((batch, 3), np.float32))
+    net.clear_param_diffs()
+    net.backward()
+    # d(2 * sum(fc))/d(bias) = 2 per image (Caffe keeps the multiplier in the top's diff)
+    np.testing.assert_allclose(net.params["fc"][1].diff, [2.0 * batch] * 2)
