@@ -291,6 +291,8 @@ class Net(NetHelpersMixin):
         available = set()
         for layer_param in self.param.layer:
             self._append_layer(layer_param, available)
+        if any(layer_param.blobs for layer_param in self.param.layer):
+            self.copy_from(self.param)       # weights written in the prototxt (Caffe's Layer constructor)
         self._prune_backward(self.param.force_backward)
         self.outputs = sorted(available)  # Caffe keeps them in a std::set: sorted by name
         self.blob_loss_weights = collections.OrderedDict(

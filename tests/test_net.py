@@ -301,3 +301,20 @@ def test_a_loss_weight_on_a_plain_top_survives_a_new_batch_size(tmp_path, batch)
     net.backward()
     # d(2 * sum(fc))/d(bias) = 2 per image (Caffe keeps the multiplier in the top's diff)
     np.testing.assert_allclose(net.params["fc"][1].diff, [2.0 * batch] * 2)
+
+
+def test_weights_written_in_the_prototxt_replace_the_fillers(tmp_path):
+    net = net_from_text('''
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+                inner_product_param { num_output: 1 weight_filler { type: "gaussian" } }
+                blobs { shape { dim: 1 dim: 3 } data: 1 data: 2 data: 3 }
+                blobs { shape { dim: 1 } data: 6 } }
+    ''', tmp_path)
+    assert net.forward(data=np.ones((1, 3), np.float32))["ip"].tolist() == [[12.0]]
+    with pytest.raises(ValueError, match="layer 'ip'; shape mismatch"):
+        net_from_text('''
+            layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }
+            layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 1 }
+                    blobs { shape { dim: 1 dim: 2 } data: 1 data: 2 } blobs { shape { dim: 1 } data: 6 } }
+        ''', tmp_path)
