@@ -19,6 +19,8 @@ one decorated class:
 """
 import importlib
 
+import numpy as np
+
 from .blob import Blob
 from .proto import caffe_pb2
 
@@ -75,6 +77,13 @@ def create_layer(layer_param, phase=None):
     return layer_class(layer_param.type, layer_param.name)(layer_param, phase)
 
 
+class BlobVec(list):
+    """A layer's parameter blobs: a list, plus pycaffe's `add_blob(*shape)` for Python layers."""
+
+    def add_blob(self, *shape):
+        self.append(Blob(shape, np.float32))
+
+
 class Layer:
     """Base of every layer.  Subclasses override setup/reshape/forward/backward.
 
@@ -96,7 +105,7 @@ class Layer:
             self.layer_param.CopyFrom(layer_param)
         self.name = self.layer_param.name
         self.phase = self.layer_param.phase if phase is None else phase
-        self.blobs = []          # learnable parameters (list of Blob)
+        self.blobs = BlobVec()   # learnable parameters (list of Blob)
         self.loss_weights = []   # one per top, set by SetUp
         # Python layers read their configuration here, as in pycaffe.
         self.param_str = self.layer_param.python_param.param_str

@@ -387,3 +387,37 @@ def test_net_takes_hdf5_weights_like_caffe(tiny_file, tmp_path):
     net.save_hdf5(str(tmp_path / "w.caffemodel.h5"))
     other = caffe.Net(tiny_file, str(tmp_path / "w.caffemodel.h5"), caffe.TEST)
     np.testing.assert_array_equal(other.params["ip1"][0].data, net.params["ip1"][0].data)
+
+
+def test_python_layer_with_a_parameter_blob(tmp_path, monkeypatch):
+    (tmp_path / "pyc_lite_test_param.py").write_text(textwrap.dedent("""
+        import pycaffe_lite as caffe
+
+        class ParameterLayer(caffe.Layer):
+            def setup(self, bottom, top):
+                self.blobs.add_blob(2, 1)          # pycaffe's BlobVec.add_blob(*shape)
+                self.blobs[0].data[...] = 5
+
+            def reshape(self, bottom, top):
+                top[0].reshape(*bottom[0].data.shape)
+
+            def forward(self, bottom, top):
+                top[0].data[...] = bottom[0].data + self.blobs[0].data.sum()
+
+            def backward(self, top, propagate_down, bottom):
+                self.blobs[0].diff[...] = 1
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "param.prototxt"
+    path.write_text("""
+        force_backward: true
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
+        layer { name: "layer" type: "Python" bottom: "data" top: "out"
+                python_param { module: "pyc_lite_test_param" layer: "ParameterLayer" } }
+    """)
+    net = caffe.Net(str(path), caffe.TRAIN, allow_python=True)
+    assert net.params["layer"][0].data.shape == (2, 1) and net.params["layer"][0].data.dtype == np.float32
+    assert net.forward(data=np.zeros((1, 2), np.float32))["out"].tolist() == [[10.0, 10.0]]
+    net.backward(out=np.ones((1, 2), np.float32))
+    net.update()
+    assert net.params["layer"][0].data.tolist() == [[4.0], [4.0]]
