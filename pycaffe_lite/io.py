@@ -161,9 +161,10 @@ class Transformer:
         return caffe_in
 
     def deprocess(self, in_, data):
-        """Invert preprocess (all but the resize): (K x H x W) -> (H x W x K)."""
+        """Invert preprocess (all but the resize): (K x H x W) -> (H x W x K), in the input's dtype
+        (pycaffe works on data.copy().squeeze())."""
         self.__check_input(in_)
-        decaf_in = np.array(data, dtype=np.float32).squeeze()
+        decaf_in = np.array(data).squeeze()
         transpose = self.transpose.get(in_)
         channel_swap = self.channel_swap.get(in_)
         raw_scale = self.raw_scale.get(in_)

@@ -17,6 +17,7 @@ import concurrent.futures
 import hashlib
 import logging
 import os
+import re
 import struct
 import threading
 
@@ -118,25 +119,53 @@ class LMDBRecords:
         self.reader.close()
 
 
-def read_list_file(path):
-    """(path, label) pairs of a Caffe list file: the label follows the last space."""
+def caffe_atoi(text):
+    """C's atoi() as glibc does it: leading whitespace, an optional sign, the digits that follow
+    (0 when there are none), saturated to a C long and truncated to a 32-bit int."""
+    match = _ATOI.match(text)
+    if not match:
+        return 0
+    value = min(max(int(match.group(1)), -(1 << 63)), (1 << 63) - 1)
+    return (value + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+
+
+def list_file_lines(path):
+    """The lines of a Caffe list file as std::getline reads them, a trailing '\r' dropped."""
     path = os.fspath(path)
     try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
+        with open(path, newline="") as handle:
+            text = handle.read()
     except OSError as exc:
         raise DataError(f"cannot read list file '{path}': {exc.strerror}", path) from None
-    items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        name, sep, label = line.rstrip("\r").rpartition(" ")
-        if not sep:
-            raise DataError(f"{path}:{number}: expected 'path label', got '{line}'", path, str(number))
-        try:
-            items.append((name, int(label)))
-        except ValueError:
-            raise DataError(f"{path}:{number}: label '{label}' is not an integer", path, str(number)) from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()                 # a final newline ends the last line; it does not start another
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def split_list_line(line):
+    """(name, label) of a list-file line as Caffe splits it: at the last space, the label atoi() of
+    the rest; a line without a space is all name, with label atoi(line) (usually 0)."""
+    pos = line.rfind(" ")
+    return (line[:pos] if pos >= 0 else line), caffe_atoi(line[pos + 1:])
+
+
+def read_list_file(path):
+    """(line number, path, label) of each line of an ImageData list file, parsed as Caffe does
+    (split_list_line).  Blank lines are skipped with a warning (Caffe would fail to load an image
+    named '')."""
+    items, blank = [], []
+    for number, line in enumerate(list_file_lines(path), 1):
+        if line.strip():
+            items.append((number,) + split_list_line(line))
+        else:
+            blank.append(number)
+    if blank:
+        log.warning("list file '%s': skipped %d blank line(s) (line %s)", os.fspath(path), len(blank),
+                    ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""))
     return items
 
 
@@ -169,8 +198,8 @@ class ImageList:
         return np.random.default_rng([self.seed, 0x5EED, self.epoch]).permutation(len(self.items))
 
     def peek(self):
-        name, label = self.items[self.order[self.pos]]
-        return name, (name, label)
+        number, name, label = self.items[self.order[self.pos]]
+        return name, (name, label, number)
 
     def next(self):
         record = self.peek()
@@ -183,11 +212,12 @@ class ImageList:
         return record
 
     def decode(self, key, payload):
-        name, label = payload
+        name, label, number = payload
         path = self.root_folder + name  # Caffe concatenates root_folder and the name as they are
         image = read_image(path, self.new_height, self.new_width, self.is_color)
         if image is None:
-            raise DataError(f"Could not load '{path}' (listed in '{self.source}')", self.source, name)
+            raise DataError(f"Could not load '{path}' (list file '{self.source}', line {number})",
+                            self.source, name)
         return image, "hwc", label
 
     def raw_stack(self, records):

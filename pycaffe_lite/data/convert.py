@@ -13,6 +13,7 @@ import struct
 import numpy as np
 
 from ..proto import caffe_pb2
+from .batches import list_file_lines, split_list_line
 from .datum import DataError, decode_bytes, imdecode_flag, parse_datum, read_image_to_datum, save_mean_file
 from .lmdb_io import LMDBWriter, iter_lmdb
 
@@ -23,21 +24,9 @@ log = logging.getLogger("pycaffe_lite.data")
 # convert_imageset
 # --------------------------------------------------------------------------
 def read_imageset_list(list_file):
-    """(name, label) pairs as convert_imageset parses them: the label follows the last space."""
-    pairs = []
-    with open(list_file) as handle:
-        for number, line in enumerate(handle.read().splitlines(), 1):
-            line = line.rstrip("\r")
-            if not line.strip():
-                continue
-            name, sep, label = line.rpartition(" ")
-            if not sep:
-                raise ValueError(f"{list_file}:{number}: expected 'path label', got '{line}'")
-            try:
-                pairs.append((name, int(label)))
-            except ValueError:
-                raise ValueError(f"{list_file}:{number}: label '{label}' is not an integer") from None
-    return pairs
+    """(name, label) for every line of the list, as convert_imageset reads it (std::getline): the
+    label is atoi() of what follows the last space; a blank line is a line too (name '')."""
+    return [split_list_line(line) for line in list_file_lines(list_file)]
 
 
 def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False, resize_height=0,
@@ -46,8 +35,9 @@ def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False,
     """Caffe's convert_imageset: images listed in `list_file` -> an LMDB of Datums.
 
     Keys are "%08d_<name>" with the line index (after shuffling), values
-    serialized Datums; unreadable images are skipped (their index is not
-    reused), exactly as Caffe's tool does.  Returns the number written.
+    serialized Datums; unreadable images and blank lines are skipped (their
+    index is not reused), exactly as Caffe's tool does.  Returns the number
+    written.
     """
     if backend.lower() != "lmdb":
         raise ValueError(f"backend '{backend}' is not supported; pycaffe_lite writes lmdb")
@@ -67,6 +57,9 @@ def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False,
     with LMDBWriter(db_name, overwrite=overwrite) as db:
         log.info("Opened lmdb %s", db_name)
         for line_id, (name, label) in enumerate(lines):
+            if not name:            # a blank line: Caffe fails to read the image '' and goes on
+                log.error("Could not open or find file %s", root_folder)
+                continue
             enc = encode_type
             if encoded and not enc:
                 # Guess the encoding from the file name, as Caffe does.

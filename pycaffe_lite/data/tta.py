@@ -234,12 +234,12 @@ def _records(layer):
     else:
         from .batches import read_list_file
         ip = lp.image_data_param
-        for name, label in read_list_file(ip.source):
+        for number, name, label in read_list_file(ip.source):
             path = ip.root_folder + name
             image = read_image(path, ip.new_height, ip.new_width, ip.is_color)
             if image is None:
                 from .datum import DataError
-                raise DataError(f"Could not load '{path}' (listed in '{ip.source}')", ip.source, name)
+                raise DataError(f"Could not load '{path}' (list file '{ip.source}', line {number})", ip.source, name)
             yield image, label
 
 

@@ -22,6 +22,7 @@ does not decode) reach `forward` as a DataError naming the database and key.
 """
 import logging
 import os
+import re
 import weakref
 
 import numpy as np
@@ -38,6 +39,8 @@ from ..layer import Layer, register
 from ..proto import caffe_pb2
 
 log = logging.getLogger(__name__)
+
+_C_SPACES = re.compile(r"[ \t\n\v\f\r]+")     # what C's isspace() calls whitespace
 
 
 def layer_seed(layer_param, needed):
@@ -125,9 +128,25 @@ class BasePrefetchingDataLayer(Layer):
         return self._prefetcher
 
 
+_rand_skip_warned = False
+
+
+def _warn_rand_skip_ignored():
+    """Caffe 1.0's DataLayer never reads data_param.rand_skip (DEPRECATED in caffe.proto); say so once."""
+    global _rand_skip_warned
+    if not _rand_skip_warned:
+        _rand_skip_warned = True
+        log.warning("data_param.rand_skip is deprecated and ignored (as in Caffe 1.0): the Data layer "
+                    "starts at the first record")
+
+
 @register("Data", v1="DATA")
 class DataLayer(BasePrefetchingDataLayer):
-    """Datum records from an LMDB (data_param { source batch_size backend prefetch })."""
+    """Datum records from an LMDB (data_param { source batch_size backend prefetch }).
+
+    The first batch is records 0 .. batch_size-1, as in Caffe 1.0, whose Data
+    layer ignores the deprecated data_param.rand_skip (a warning says so once).
+    """
 
     def batch_size(self):
         return self.layer_param.data_param.batch_size
@@ -148,13 +167,9 @@ class DataLayer(BasePrefetchingDataLayer):
         # TRAIN readers of several solvers split the records; TEST reads everything (Caffe's Skip).
         ranks = solver_count() if self.phase == caffe_pb2.TRAIN else 1
         rank = solver_rank() if ranks > 1 else 0
-        records = LMDBRecords(dp.source, transformer, rank=rank, num_ranks=ranks)
         if dp.rand_skip:
-            skip = int(np.random.default_rng([seed, 0x5C1B]).integers(dp.rand_skip))
-            log.info("Skipping first %d data points.", skip)
-            for _ in range(skip):
-                records.next()
-        return records
+            _warn_rand_skip_ignored()
+        return LMDBRecords(dp.source, transformer, rank=rank, num_ranks=ranks)
 
 
 @register("ImageData", v1="IMAGE_DATA")
@@ -308,8 +323,10 @@ def _h5py(layer):
 class HDF5DataLayer(Layer):
     """Rows of HDF5 datasets named like the tops, from the .h5 files listed in `source`.
 
-    hdf5_data_param { source batch_size shuffle }: shuffle permutes the files
-    and the rows within each file, anew every pass.
+    hdf5_data_param { source batch_size shuffle }: the source lists file
+    names separated by any whitespace (Caffe reads it with `>>`, so several
+    names may share a line); shuffle permutes the files and the rows within
+    each file, anew every pass.
     """
     num_bottom = (0, 0)
     num_top = (1, None)
@@ -321,9 +338,13 @@ class HDF5DataLayer(Layer):
         self.h5py = _h5py(self)
         try:
             with open(hp.source) as handle:
-                self.files = [line.strip() for line in handle if line.strip()]
+                lines = handle.read().split("\n")
         except OSError as exc:
             raise DataError(self.error(f"cannot read source list '{hp.source}': {exc.strerror}"), hp.source) from None
+        # Every whitespace-separated token names a file (Caffe's `source_file >> name`); keep its line.
+        listed = [(name, number) for number, line in enumerate(lines, 1) for name in _C_SPACES.split(line) if name]
+        self.files = [name for name, _ in listed]
+        self.file_lines = [number for _, number in listed]
         if not self.files:
             raise DataError(self.error(f"source list '{hp.source}' names no HDF5 files"), hp.source)
         self.top_names = list(self.layer_param.top)
@@ -343,19 +364,20 @@ class HDF5DataLayer(Layer):
 
     def _load(self, index):
         path = self.files[index]
+        where = f"'{path}' (line {self.file_lines[index]} of source list '{self.layer_param.hdf5_data_param.source}')"
         try:
             with self.h5py.File(path, "r") as f:
                 arrays = []
                 for name in self.top_names:
                     if name not in f:
-                        raise DataError(self.error(f"HDF5 file '{path}' has no dataset '{name}' "
+                        raise DataError(self.error(f"HDF5 file {where} has no dataset '{name}' "
                                                    f"(it has {sorted(f.keys())})"), path, name)
                     arrays.append(np.asarray(f[name][()], self.dtype))
         except OSError as exc:
-            raise DataError(self.error(f"cannot read HDF5 file '{path}': {exc}"), path) from None
+            raise DataError(self.error(f"cannot read HDF5 file {where}: {exc}"), path) from None
         rows = {a.shape[0] if a.ndim else 0 for a in arrays}
         if len(rows) != 1 or 0 in rows:
-            raise DataError(self.error(f"datasets of '{path}' need the same, non-zero number of rows; got "
+            raise DataError(self.error(f"datasets of {where} need the same, non-zero number of rows; got "
                                        + ", ".join(f"{n}: {a.shape}" for n, a in zip(self.top_names, arrays))), path)
         self.arrays = arrays
         self.rows = rows.pop()
@@ -398,11 +420,19 @@ class HDF5DataLayer(Layer):
 
 @register("HDF5Output", v1="HDF5_OUTPUT")
 class HDF5OutputLayer(Layer):
-    """Appends its two bottoms to datasets "data" and "label" of hdf5_output_param.file_name.
+    """Writes its two bottoms to datasets "data" and "label" of hdf5_output_param.file_name.
 
-    (Caffe's layer rewrites the datasets each forward, so only one batch
-    survives; here every batch is appended.)  The file is flushed after
-    each forward and closed by close().
+    As in Caffe, each bottom is written 4-D, (num, channels, height, width),
+    missing axes counted as 1: a (N, 5) bottom becomes (N, 5, 1, 1), a label
+    (N,) becomes (N, 1, 1, 1); a bottom of more than 4 axes and bottoms of
+    different num are errors, as Caffe's checks are.  The file is created
+    (truncated) at set-up.
+
+    Repeated forwards: Caffe's layer creates the datasets on the first forward
+    and its second forward fails a CHECK (the datasets already exist); here
+    each forward appends its rows to the datasets instead, so the file holds
+    every batch written.  The file is flushed after each forward and closed
+    by close().
     """
     num_bottom = (2, 2)
     num_top = (0, 0)
@@ -418,9 +448,20 @@ class HDF5OutputLayer(Layer):
     def reshape(self, bottom, top):
         pass
 
+    def _legacy_4d(self, name, values):
+        """Caffe's (num(), channels(), height(), width()) view of a bottom."""
+        if values.ndim > 4:
+            raise ValueError(self.error(f"writes 4-D datasets (num, channels, height, width) as Caffe does; "
+                                        f"bottom '{name}' has shape {values.shape} (more than 4 axes)"))
+        return values.reshape(values.shape + (1,) * (4 - values.ndim))
+
     def forward(self, bottom, top):
-        for name, blob in zip(("data", "label"), bottom):
-            values = backend.to_numpy(blob.data)
+        arrays = [self._legacy_4d(name, backend.to_numpy(blob.data))
+                  for name, blob in zip(("data", "label"), bottom)]
+        if arrays[0].shape[0] != arrays[1].shape[0]:
+            raise ValueError(self.error(f"needs data and label of the same num, got shapes {arrays[0].shape} "
+                                        f"and {arrays[1].shape}"))
+        for name, values in zip(("data", "label"), arrays):
             if name not in self._file:
                 self._file.create_dataset(name, data=values, maxshape=(None,) + values.shape[1:],
                                           chunks=True)

@@ -46,12 +46,12 @@ Parameters, where Caffe reads them:
   window_data_param: source, batch_size, fg_threshold, bg_threshold,
     fg_fraction, context_pad, crop_mode, cache_images, root_folder, scale.
   transform_param: crop_size (required), mirror, mean_file, mean_value.
-Caffe 1.0 reads `scale` only from window_data_param (a V1 net upgraded by
-Caffe loses it: its upgrade moves it to transform_param); here
-transform_param.scale is used when it is set, window_data_param.scale
-otherwise.  The deprecated window_data_param.crop_size / mirror / mean_file
-stand in when transform_param leaves the field unset.  Giving a field in both
-places with different values is an error.
+As in Caffe 1.0, `scale` is read only from window_data_param:
+transform_param.scale is ignored (with a warning), so a V1 net, whose
+window_data_param.scale the upgrade moves to transform_param, is read with
+scale 1, as Caffe reads it.  The deprecated window_data_param.crop_size /
+mirror / mean_file stand in when transform_param leaves the field unset.
+Giving one of those in both places with different values is an error.
 
 Differences from Caffe, all where Caffe crashes or silently misreads: a
 malformed window file, an image_index out of order, a foreground window with
@@ -505,11 +505,12 @@ class WindowDataLayer(BasePrefetchingDataLayer):
         self._prefetcher.start()
 
     def _scale(self):
+        """window_data_param.scale: Caffe's load_batch never reads transform_param.scale."""
         tp, wp = self.layer_param.transform_param, self.layer_param.window_data_param
-        if tp.HasField("scale") and wp.HasField("scale") and tp.scale != wp.scale:
-            raise ValueError(self.error(f"sets scale to {tp.scale:g} in transform_param and to {wp.scale:g} in "
-                                        "window_data_param; set it once"))
-        return tp.scale if tp.HasField("scale") else wp.scale
+        if tp.HasField("scale") and tp.scale != wp.scale:
+            log.warning(self.error(f"ignores transform_param.scale {tp.scale:g}, as Caffe does: it reads "
+                                   f"window_data_param.scale ({wp.scale:g})"))
+        return wp.scale
 
 
 __all__ = ["WindowDataLayer", "WindowFile", "WindowSampler", "warp_window", "c_round"]

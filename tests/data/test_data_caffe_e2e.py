@@ -40,6 +40,23 @@ def test_first_batches_match_caffe(e2e, phase, prefix):
     assert not wait_no_prefetch_threads()
 
 
+def test_rand_skip_is_ignored_like_caffe(e2e):
+    """Caffe 1.0's Data layer never reads the deprecated data_param.rand_skip."""
+    ref = np.load(e2e / "data_layer_ref.npz")
+    param = _data_only_net(e2e / "train_test.prototxt")
+    for layer in param.layer:
+        layer.data_param.rand_skip = 100
+    for seed in (1, 2):
+        caffe.set_random_seed(seed)
+        net = caffe.Net(param, caffe.TRAIN)
+        try:
+            net.forward()
+            assert np.array_equal(net.blobs["data"].data, ref["train_data"])
+            assert np.array_equal(net.blobs["label"].data, ref["train_label"])
+        finally:
+            net.close()
+
+
 def test_train_reader_wraps_like_caffe(e2e):
     """200 records, batch 20: batch 10 is batch 0 again (README "Data order")."""
     ref = np.load(e2e / "data_layer_ref.npz")

@@ -59,6 +59,33 @@ def test_unreadable_images_are_skipped_keeping_line_indices(tmp_path):
     assert [k[:8] for k, _ in iter_lmdb(db)] == [b"00000000", b"00000002"]
 
 
+def test_blank_lines_use_up_their_line_index(tmp_path):
+    """Caffe reads the list with std::getline: a blank line is line '' (its image fails to load)."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((2, 2, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "list.txt").write_bytes(b"a.png 0\r\n\r\n\nb.png 1\n")
+    for encoded in (False, True):       # (with --encoded Caffe's guess of the encoding of '' aborts instead)
+        db = tmp_path / f"db{encoded}"
+        assert convert_imageset(f"{tmp_path}/", str(tmp_path / "list.txt"), str(db), encoded=encoded) == 2
+        assert [k for k, _ in iter_lmdb(db)] == [b"00000000_a.png", b"00000003_b.png"]
+    db = tmp_path / "cli_db"
+    assert cli(["convert_imageset", f"{tmp_path}/", str(tmp_path / "list.txt"), str(db)]) == 0
+    assert [k for k, _ in iter_lmdb(db)] == [b"00000000_a.png", b"00000003_b.png"]
+
+
+@pytest.mark.parametrize("labels, want", [(["", "", ""], [0, 0, 0]), ([" 1.0", " 2.7", " -3"], [1, 2, -3])])
+def test_list_labels_are_read_with_atoi(tmp_path, labels, want):
+    """The label is atoi() of what follows the last space; a line without one is all name, label 0."""
+    write_images(tmp_path, n=3, size=(4, 5))
+    list_file = tmp_path / "odd.txt"
+    list_file.write_text("".join(f"img/{i:03d}.png{label}\n" for i, label in enumerate(labels)))
+    db = tmp_path / "db"
+    assert convert_imageset(f"{tmp_path}/", str(list_file), str(db)) == 3
+    records = list(iter_datums(db))
+    assert [k for k, _ in records] == [f"{i:08d}_img/{i:03d}.png".encode() for i in range(3)]
+    assert [d.label for _, d in records] == want
+
+
 def test_writers_are_atomic(tmp_path, monkeypatch):
     list_file, _ = write_images(tmp_path, n=5)
     import pycaffe_lite.data.convert as conv

@@ -268,9 +268,21 @@ def test_root_folder_and_float64(tmp_path, layers):
     assert np.array_equal(data[0], chw(cv2.resize(images[0][10:30, 10:30], (8, 8))))
 
 
-def test_v1_net_gets_its_scale_from_the_upgrade(tmp_path):
+def test_scale_comes_only_from_window_data_param(tmp_path, layers, caplog):
+    """Caffe's load_batch reads window_data_param.scale; transform_param.scale is ignored (warned)."""
+    source, images = write_window_file(tmp_path, [[(1, 1.0, FG_BOX)]])
+    warped = chw(cv2.resize(images[0][10:30, 10:30], (8, 8)))
+    with caplog.at_level("WARNING"):
+        data, _ = batch(*layers(source, batch=1, crop=8, window="fg_fraction: 1", transform="scale: 0.5"))
+    assert np.array_equal(data[0], warped)
+    assert "ignores transform_param.scale 0.5" in caplog.text
+    data, _ = batch(*layers(source, batch=1, crop=8, window="fg_fraction: 1 scale: 0.25", transform="scale: 0.5"))
+    assert np.array_equal(data[0], warped * np.float32(0.25))
+
+
+def test_v1_net_loses_its_scale_in_the_upgrade_as_in_caffe(tmp_path):
     """A V1 net's window_data_param { scale crop_size } moves to transform_param (Caffe's upgrade);
-    the layer honours the moved scale (Caffe 1.0 itself would then read the default 1)."""
+    Caffe 1.0's layer then reads window_data_param.scale, the default 1, and so does ours."""
     source, images = write_window_file(tmp_path, [[(2, 1.0, FG_BOX)]])
     net_file = tmp_path / "net.prototxt"
     net_file.write_text(f'layers {{ name: "data" type: WINDOW_DATA top: "data" top: "label" '
@@ -279,7 +291,7 @@ def test_v1_net_gets_its_scale_from_the_upgrade(tmp_path):
     net = caffe.Net(str(net_file), caffe.TRAIN)
     try:
         net.forward()
-        want = chw(cv2.resize(images[0][10:30, 10:30], (8, 8))) * 0.25
+        want = chw(cv2.resize(images[0][10:30, 10:30], (8, 8)))
         assert net.blobs["data"].data.shape == (2, 3, 8, 8)
         assert np.array_equal(net.blobs["data"].data[0], want)
         assert net.blobs["label"].data.tolist() == [2, 2]

@@ -40,6 +40,20 @@ def test_preprocess_deprocess_round_trip():
     np.testing.assert_allclose(t.deprocess("data", t.preprocess("data", image)[None]), image, atol=1e-5)
 
 
+def test_deprocess_keeps_the_input_dtype():
+    """pycaffe's deprocess starts from data.copy().squeeze(): float64 stays float64, and the input is
+    left untouched."""
+    t = transformer_for()
+    x64 = np.random.default_rng(4).random((1, 3, 4, 5))
+    keep = x64.copy()
+    out = t.deprocess("data", x64)
+    assert out.dtype == np.float64 and out.shape == (4, 5, 3)
+    assert np.array_equal(x64, keep)
+    want = ((keep[0] / 0.5 + np.array([104.0, 117.0, 123.0])[:, None, None]) / 255)[::-1].transpose(1, 2, 0)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert t.deprocess("data", x64.astype(np.float32)).dtype == np.float32
+
+
 def test_preprocess_resizes_to_the_blob_size():
     t = caffe.io.Transformer({"data": (1, 3, 8, 6)})
     t.set_transpose("data", (2, 0, 1))
