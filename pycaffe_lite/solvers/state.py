@@ -88,11 +88,24 @@ def save_state_hdf5(path, iteration, learned_net, current_step, history):
     h5py = require_h5py()
     with atomic_write(path, "w+b") as handle, h5py.File(handle, "w") as f:
         f.create_dataset("iter", data=np.array([iteration], np.int32))
-        f.create_dataset("learned_net", data=np.bytes_(learned_net))
+        save_string_hdf5(f, "learned_net", learned_net)
         f.create_dataset("current_step", data=np.array([current_step], np.int32))
         group = f.create_group("history")
         for i, array in enumerate(history):
             group.create_dataset(str(i), data=backend.to_numpy(array))
+
+
+def save_string_hdf5(f, name, text):
+    """A string dataset as Caffe's hdf5_save_string (H5LTmake_dataset_string) writes it: scalar,
+    fixed-length ASCII of strlen + 1 bytes, NUL-terminated.  Caffe's hdf5_load_string reads
+    `size` bytes and needs that NUL to find the end."""
+    h5py = require_h5py()
+    data = text.encode() + b"\0"
+    string_type = h5py.h5t.C_S1.copy()
+    string_type.set_size(len(data))
+    string_type.set_strpad(h5py.h5t.STR_NULLTERM)
+    dataset = h5py.h5d.create(f.id, name.encode(), string_type, h5py.h5s.create(h5py.h5s.SCALAR))
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(data, dtype=f"S{len(data)}"), mtype=string_type)
 
 
 def load_state_hdf5(path):
@@ -108,7 +121,7 @@ def load_state_hdf5(path):
                 raise ValueError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
         learned_net = None
         if "learned_net" in f:
-            raw = f["learned_net"][()]
-            learned_net = raw.decode() if isinstance(raw, bytes) else str(raw)
+            raw = f["learned_net"][()]   # Caffe's NUL-terminated string, or one without the NUL
+            learned_net = raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else str(raw)
         history = [np.asarray(f["history"][k]) for k in sorted(f["history"], key=int)]
         return scalar(f["iter"][()]), learned_net, scalar(f["current_step"][()]), history

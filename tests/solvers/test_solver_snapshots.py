@@ -92,6 +92,42 @@ def test_hdf5_snapshot_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_hdf5_learned_net_is_written_as_caffes_nul_terminated_string(tmp_path):
+    """H5LTmake_dataset_string: scalar, fixed-length ASCII of strlen + 1 bytes, NUL-terminated.
+    Caffe's hdf5_load_string reads exactly that many bytes and needs the NUL to end the string."""
+    h5py = pytest.importorskip("h5py")
+    solver, prefix = make(tmp_path, extra="snapshot_format: HDF5")
+    solver.step(1)
+    model_file, state_file = solver.snapshot()
+    with h5py.File(state_file, "r") as f:
+        dataset = f["learned_net"].id
+        string_type = dataset.get_type()
+        assert string_type.get_class() == h5py.h5t.STRING
+        assert string_type.get_size() == len(model_file.encode()) + 1
+        assert string_type.get_strpad() == h5py.h5t.STR_NULLTERM
+        assert string_type.get_cset() == h5py.h5t.CSET_ASCII
+        assert dataset.get_space().get_simple_extent_type() == h5py.h5s.SCALAR
+        raw = np.zeros((), f"S{string_type.get_size()}")
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, raw, mtype=string_type)
+        assert raw.tobytes() == model_file.encode() + b"\0"
+
+
+def test_hdf5_state_without_nul_in_learned_net_still_restores(tmp_path):
+    """Files written before learned_net had its NUL (a plain fixed-length string) still resume."""
+    h5py = pytest.importorskip("h5py")
+    solver, prefix = make(tmp_path, extra="snapshot_format: HDF5")
+    solver.step(2)
+    model_file, state_file = solver.snapshot()
+    with h5py.File(state_file, "r+") as f:
+        del f["learned_net"]
+        f.create_dataset("learned_net", data=np.bytes_(model_file))
+    resumed, _ = make(tmp_path, extra="snapshot_format: HDF5")
+    resumed.restore(state_file)
+    assert resumed.iter == 2
+    for a, b in zip(weights(solver), weights(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_hdf5_without_h5py_is_a_clear_error(tmp_path, monkeypatch):
     solver, _ = make(tmp_path, extra="snapshot_format: HDF5")
     monkeypatch.setitem(sys.modules, "h5py", None)
