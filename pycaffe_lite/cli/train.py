@@ -200,6 +200,13 @@ def cmd_train(args):
         if gpus:
             param.device_id = gpus[0]
         signals = SignalHandler(args.sigint_effect, args.sighup_effect)
+        # As tools/caffe.cpp: a resumed run ignores the solver file's `weights`, and --weights replaces
+        # them; the solver loads what is left into each net (a list separated by ',', names trimmed).
+        if args.snapshot:
+            del param.weights[:]
+        elif args.weights:
+            del param.weights[:]
+            param.weights.append(args.weights)
         solver = None
         try:
             solver = get_solver(param, allow_python=args.allow_python or None)
@@ -207,10 +214,6 @@ def cmd_train(args):
             if args.snapshot:
                 log.info("Resuming from %s", args.snapshot)
                 solver.restore(args.snapshot)
-            elif args.weights:
-                for path in args.weights.split(","):
-                    log.info("Finetuning from %s", path)
-                    solver.load_weights(path)
             bar = None
             if _is_terminal(handler.stream) and not args.no_progress:
                 bar = ProgressBar(handler.stream, solver.param.max_iter, solver.iter)
@@ -439,12 +442,19 @@ def _common(parser, gpu_help="run on GPU device ID (CuPy): '0'"):
 
 def register(subparsers):
     train = subparsers.add_parser("train", help="train or finetune a model",
-                                  description="Train or finetune a model from a solver prototxt (caffe train).")
+                                  description="Train or finetune a model from a solver prototxt (caffe train). "
+                                              "Unlike Caffe, which trains on through a NaN or infinite loss, "
+                                              "a non-finite loss or gradient stops training with exit status "
+                                              "1, after a snapshot of the last good weights; there is no "
+                                              "switch to carry on: resume from that snapshot (--snapshot) "
+                                              "with a lower base_lr or with clip_gradients.")
     train.add_argument("--solver", required=True, help="the solver definition protocol buffer text file")
     train.add_argument("--weights", default="",
-                       help="pretrained weights to initialise finetuning, separated by ','; "
-                            "cannot be given with --snapshot")
-    train.add_argument("--snapshot", default="", help="a .solverstate to resume training from")
+                       help="pretrained weights to initialise finetuning, separated by ','; they replace "
+                            "the solver file's `weights`; cannot be given with --snapshot")
+    train.add_argument("--snapshot", default="",
+                       help="a .solverstate to resume training from (the solver file's `weights` are "
+                            "then not loaded)")
     train.add_argument("--sigint_effect", "--sigint-effect", dest="sigint_effect", default="stop",
                        choices=("stop", "snapshot", "none"),
                        help="action on SIGINT (Ctrl-C): stop (after a snapshot), snapshot or none")

@@ -94,6 +94,20 @@ def _as_solver_param(solver):
     return read_solver_file(solver)
 
 
+def weights_files(param):
+    """The files the solver's `weights` entries name, in order: each entry may list several,
+    separated by ',', and each name is trimmed of white space (Caffe's LoadNetWeights).
+    `caffe train --weights W` replaces the entries with W; --snapshot clears them."""
+    files = []
+    for entry in param.weights:
+        for name in entry.split(","):
+            name = name.strip(" \t\n\v\f\r")
+            if not name:
+                raise ValueError(f"weights '{entry}': an empty file name in the list (names are separated by ',')")
+            files.append(name)
+    return files
+
+
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient stopped training (after a snapshot of the last good state)."""
 
@@ -139,9 +153,6 @@ class Solver:
         self.test_nets = self._init_test_nets()
         for test_net in self.test_nets:
             test_net.share_trained_layers(self.net)
-        for path in param.weights:   # Caffe 1.0 puts --weights here; files may also list them
-            log.info("Finetuning from %s", path)
-            self.load_weights(path)
         self._init_buffers()
         log.info("Solver scaffolding done.")
 
@@ -177,7 +188,17 @@ class Solver:
                              "that the directory exists and is writeable.") from None
 
     def _make_net(self, net_param, phase):
-        return Net(net_param, phase=phase, allow_python=self.allow_python, dtype=self.dtype)
+        """A train or test net, with the `weights` entries loaded into it as soon as it is built
+        (Caffe's LoadNetWeights in InitTrainNet / InitTestNets)."""
+        net = Net(net_param, phase=phase, allow_python=self.allow_python, dtype=self.dtype)
+        try:
+            for path in weights_files(self.param):
+                log.info("Finetuning from %s", path)
+                state_io.copy_weights(net, path)
+        except BaseException:
+            net.close()
+            raise
+        return net
 
     def _init_train_net(self):
         p = self.param
