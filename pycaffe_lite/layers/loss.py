@@ -155,9 +155,12 @@ class AccuracyLayer(Layer):
     """Top-k accuracy (not a loss: no loss weight, no backward).
 
     A prediction counts as right when fewer than top_k classes score >= the
-    true class's score (ties count against it, as in Caffe).  top[0]: the
-    fraction right over non-ignored labels (0 if none); top[1] (optional):
-    per-class accuracy, shape (C,), 0 for classes absent from the batch.
+    true class's score (ties count against it), and a batch whose labels are
+    all ignored scores 0: BVLC master's rules since PR #5836.  Caffe 1.0
+    sorted (score, class) pairs, so a tie went to the higher class index, and
+    gave NaN for an all-ignored batch.  top[0]: the fraction right over
+    non-ignored labels; top[1] (optional): per-class accuracy, shape (C,), 0
+    for classes absent from the batch.
     """
     num_bottom = (2, 2)
     num_top = (1, 2)
