@@ -11,8 +11,9 @@ Output sizes are Caffe's: a Convolution rounds down,
 (in + 2p - (d(k-1)+1)) // s + 1; a Deconvolution gives s(in-1) + d(k-1)+1 - 2p.
 
 The spatial axes are those after `axis` (the channel axis, default 1); the
-axes before it are all batch.  One or two spatial axes are supported (a 1-D
-convolution is run as 2-D with a height of 1); more are refused.
+axes before it are all batch.  A 1-D convolution runs as 2-D with a height of
+1; with three or more spatial axes (Convolution and Deconvolution) the layer
+runs sums of 2-D convolutions (conv/nd.py), as many as the leading kernel taps.
 
 `engine` picks the algorithm (pycaffe_lite.conv): CAFFE is im2col + GEMM,
 Caffe's own arithmetic; FFT (stride 1); WINOGRAD, F(2x2,3x3), and WINOGRAD4,
@@ -23,7 +24,7 @@ lists the choices, and `layer.engine_name` says what a layer runs); DEFAULT
 (conv/choice.py says why).  An engine asked for by name that cannot run the
 layer's geometry is an error.
 """
-from ..conv import choice
+from ..conv import choice, nd
 from ..conv import im2col as im2col_engine
 from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
@@ -70,8 +71,8 @@ def spatial_settings(p, layer, num_spatial):
     return kernel, stride, pad, dilation
 
 
-def parse_spatial(layer, blob):
-    """(channel_axis, num_spatial) for a bottom blob, checked: 1 or 2 spatial axes."""
+def parse_spatial(layer, blob, max_spatial=2):
+    """(channel_axis, num_spatial) for a bottom blob, checked: 1 to max_spatial (None: any) spatial axes."""
     p = layer.layer_param.convolution_param
     try:
         axis = blob.canonical_axis(p.axis)
@@ -81,7 +82,7 @@ def parse_spatial(layer, blob):
     if num_spatial < 1:
         raise ValueError(layer.error(f"needs at least one spatial axis after the channel axis {axis}; "
                                      f"bottom has shape {blob.shape}"))
-    if num_spatial > 2:
+    if max_spatial is not None and num_spatial > max_spatial:
         raise ValueError(layer.error(f"supports 1-D and 2-D convolution only; bottom of shape "
                                      f"{blob.shape} with channel axis {axis} has {num_spatial} "
                                      "spatial axes"))
@@ -89,8 +90,11 @@ def parse_spatial(layer, blob):
 
 
 def as_geometry(layer, num_spatial, group=1):
-    """ConvGeometry (always 2-D; a 1-D layer gets height 1) from the layer's parameters."""
+    """ConvGeometry (2-D; a 1-D layer gets height 1), or an NDGeometry for three or more
+    spatial axes, from the layer's parameters."""
     kernel, stride, pad, dilation = spatial_settings(layer.layer_param.convolution_param, layer, num_spatial)
+    if num_spatial > 2:
+        return nd.NDGeometry(tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), group)
     if num_spatial == 1:
         kernel, stride, pad, dilation = [1] + kernel, [1] + stride, [0] + pad, [1] + dilation
     return ConvGeometry(tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), group)
@@ -113,7 +117,8 @@ class BaseConvolutionLayer(Layer):
     # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
         p = self.layer_param.convolution_param
-        self.channel_axis, self.num_spatial = parse_spatial(self, bottom[0])
+        self.channel_axis, self.num_spatial = parse_spatial(self, bottom[0], max_spatial=None)
+        self.nd = self.num_spatial > 2
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
@@ -146,8 +151,10 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
         self.engine_request = choice.resolve(p.engine)       # engine name, or choice.AUTO / DEFAULT
-        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT)
-        if not self.timed and not get_engine(self.engine_request).supports(self.geom):
+        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT) and not self.nd
+        if self.nd and self.engine_request in (choice.AUTO, choice.DEFAULT):
+            self.engine_request = "im2col"                    # N-D layers run their 2-D parts on im2col
+        if not self.timed and not nd.supports(get_engine(self.engine_request), self.geom):
             raise ValueError(self.error(
                 f"asks for engine {_ENGINE_ENUM.get(p.engine, p.engine)}, which cannot run a "
                 f"{self.geom} convolution ({get_engine(self.engine_request).describe}); "
@@ -157,8 +164,8 @@ class BaseConvolutionLayer(Layer):
         self._ctx = []
 
     def kernel4(self):
-        """The kernel's (kh, kw) as weights are stored (1-D layers store (k,))."""
-        return self.geom.kernel if self.num_spatial == 2 else (self.geom.kernel[1],)
+        """The kernel as weights store it: (kh, kw); (k,) for 1-D layers; every axis for N-D."""
+        return self.geom.kernel if self.num_spatial != 1 else (self.geom.kernel[1],)
 
     # -- shapes ----------------------------------------------------------------
     def reshape(self, bottom, top):
@@ -179,12 +186,12 @@ class BaseConvolutionLayer(Layer):
         for s in first[:axis]:
             self.num *= s
         spatial = first[axis + 1:]
-        self.in_hw = tuple(spatial) if self.num_spatial == 2 else (1, spatial[0])
+        self.in_hw = tuple(spatial) if self.num_spatial != 1 else (1, spatial[0])
         try:
             self.out_hw = self.output_hw(*self.in_hw)
         except ValueError as exc:
             raise ValueError(self.error(str(exc))) from None
-        out_spatial = self.out_hw if self.num_spatial == 2 else (self.out_hw[1],)
+        out_spatial = self.out_hw if self.num_spatial != 1 else (self.out_hw[1],)
         top_shape = tuple(first[:axis]) + (self.num_output,) + tuple(out_spatial)
         for blob in top:
             blob.reshape(top_shape)
@@ -211,7 +218,7 @@ class BaseConvolutionLayer(Layer):
 
     def w4(self):
         w = self.blobs[0].data
-        return w if self.num_spatial == 2 else w.reshape(w.shape[:2] + (1, w.shape[2]))
+        return w if self.num_spatial != 1 else w.reshape(w.shape[:2] + (1, w.shape[2]))
 
     def learns(self, i):
         flags = getattr(self, "param_propagate_down", None)
@@ -222,6 +229,9 @@ class BaseConvolutionLayer(Layer):
 
     def _out4(self):
         return (self.num, self.num_output) + self.out_hw
+
+    def _add_bias_diff(self, dy):
+        self.blobs[1].diff += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
 
 
 @register("Convolution", v1="CONVOLUTION")
@@ -234,8 +244,8 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def weight_shape(self):
         return (self.num_output, self.channels // self.geom.group) + self.kernel4()
 
-    def output_hw(self, h, w):
-        return self.geom.output_hw(h, w)
+    def output_hw(self, *spatial):
+        return self.geom.output_shape(spatial) if self.nd else self.geom.output_hw(*spatial)
 
     def conv_shapes(self):
         return self._in4(), (self.num_output, self.channels // self.geom.group) + self.geom.kernel
@@ -244,6 +254,10 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self.choose_engine()
         w = self.w4()
         b = self.blobs[1].data if self.bias_term else None
+        if self.nd:
+            for x, y in zip(bottom, top):
+                y.data = nd.forward(self.engine, x.data.reshape(self._in4()), w, b, self.geom).reshape(y.shape)
+            return
         for i, (x, y) in enumerate(zip(bottom, top)):
             out = _view(y.data, self._out4())
             result = self.engine.forward(x.data.reshape(self._in4()), w, b, self.geom, out=out,
@@ -260,8 +274,15 @@ class ConvolutionLayer(BaseConvolutionLayer):
         for i, (y, down, x) in enumerate(zip(top, propagate_down, bottom)):
             dy = y.diff.reshape(self._out4())
             if need_db:
-                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+                self._add_bias_diff(dy)
             if not (down or need_dw):
+                continue
+            if self.nd:
+                if need_dw:
+                    weight.diff += nd.backward_weights(self.engine, x.data.reshape(self._in4()), dy,
+                                                       self.geom, weight.shape)
+                if down:
+                    x.diff = nd.backward_data(self.engine, dy, w, self.geom, self._in4()).reshape(x.shape)
                 continue
             dx_out = _view(x.diff, self._in4()) if down else None
             dx, dw = self.engine.backward(x.data.reshape(self._in4()), w, dy, self.geom,
@@ -285,8 +306,8 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     def weight_shape(self):
         return (self.channels, self.num_output // self.geom.group) + self.kernel4()
 
-    def output_hw(self, h, w):
-        return self.geom.deconv_output_hw(h, w)
+    def output_hw(self, *spatial):
+        return self.geom.deconv_output_shape(spatial) if self.nd else self.geom.deconv_output_hw(*spatial)
 
     def conv_shapes(self):
         # the underlying convolution maps the top (K channels) to the bottom (C channels)
@@ -296,6 +317,12 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         self.choose_engine()
         w = self.w4()
         for x, y in zip(bottom, top):
+            if self.nd:
+                result = nd.backward_data(self.engine, x.data.reshape(self._in4()), w, self.geom, self._out4())
+                if self.bias_term:
+                    result += self.blobs[1].data.reshape((1, -1) + (1,) * self.num_spatial)
+                y.data = result.reshape(y.shape)
+                continue
             out = _view(y.data, self._out4())
             result = self.engine.backward_data(x.data.reshape(self._in4()), w, self.geom,
                                                self._out4(), out=out)
@@ -313,7 +340,14 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         for y, down, x in zip(top, propagate_down, bottom):
             dy = y.diff.reshape(self._out4())
             if need_db:
-                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+                self._add_bias_diff(dy)
+            if self.nd:
+                if need_dw:
+                    weight.diff += nd.backward_weights(self.engine, dy, x.data.reshape(self._in4()), self.geom,
+                                                       weight.shape)
+                if down:
+                    x.diff = nd.forward(self.engine, dy, w, None, self.geom).reshape(x.shape)
+                continue
             if need_dw:
                 dw = self.engine.backward_weights(dy, x.data.reshape(self._in4()), self.geom,
                                                   self.conv_shapes()[1])

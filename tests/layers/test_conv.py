@@ -257,6 +257,68 @@ def test_one_dimensional_convolution():
     check_gradient(conv_text("num_output: 2 kernel_size: 3 dilation: 2", "Deconvolution"), [_x((1, 2, 4))])
 
 
+def conv_nd_loops(x, w, b, stride, pad, dilation, group):
+    """Caffe's N-D convolution, one output position and kernel tap at a time."""
+    import itertools
+    n, c = x.shape[:2]
+    k, axes, kernel = w.shape[0], x.ndim - 2, w.shape[2:]
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad])
+    out = [(x.shape[2 + a] + 2 * pad[a] - (dilation[a] * (kernel[a] - 1) + 1)) // stride[a] + 1 for a in range(axes)]
+    y = np.zeros((n, k) + tuple(out))
+    cg, kg = c // group, k // group
+    for o in itertools.product(*map(range, out)):
+        for t in itertools.product(*map(range, kernel)):
+            patch = xp[(slice(None), slice(None)) + tuple(o[a] * stride[a] + t[a] * dilation[a] for a in range(axes))]
+            for g in range(group):
+                y[(slice(None), slice(g * kg, (g + 1) * kg)) + o] += (
+                    patch[:, g * cg:(g + 1) * cg] @ w[(slice(g * kg, (g + 1) * kg), slice(None)) + t].T)
+    return y + b.reshape((1, k) + (1,) * axes)
+
+
+ND_PARAMS = ("num_output: 4 kernel_size: 3 kernel_size: 2 kernel_size: 3 stride: 2 stride: 1 stride: 1 "
+             "pad: 1 pad: 0 pad: 2 dilation: 1 dilation: 2 dilation: 1 group: 2")
+
+
+def test_three_dimensional_convolution_matches_loops():
+    x = _x((2, 4, 5, 6, 7))
+    layer, bottom, top = build(conv_text(ND_PARAMS), [x])
+    assert layer.blobs[0].shape == (4, 2, 3, 2, 3) and top[0].shape == (2, 4, 3, 4, 9)
+    layer.Forward(bottom, top)
+    ref = conv_nd_loops(x, layer.blobs[0].data, layer.blobs[1].data, (2, 1, 1), (1, 0, 2), (1, 2, 1), 2)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_four_dimensional_convolution_matches_loops():
+    x = _x((1, 2, 3, 4, 3, 4))
+    layer, bottom, top = build(conv_text("num_output: 3 kernel_size: 2 pad: 1 stride: 2"), [x])
+    layer.Forward(bottom, top)
+    ref = conv_nd_loops(x, layer.blobs[0].data, layer.blobs[1].data, (2,) * 4, (1,) * 4, (1,) * 4, 1)
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_n_dimensional_gradients():
+    check_gradient(conv_text(ND_PARAMS), [_x((1, 4, 4, 5, 4))])
+    check_gradient(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1 group: 2", "Deconvolution"),
+                   [_x((1, 2, 2, 3, 2))])
+
+
+def test_three_dimensional_deconvolution_is_the_adjoint_of_the_convolution():
+    # <deconv(x), y> = <x, conv(y)> with the same weights and no bias
+    params = "num_output: 3 kernel_size: 3 kernel_size: 2 kernel_size: 2 stride: 2 pad: 1 bias_term: false"
+    x = _x((1, 2, 3, 3, 4))
+    deconv, bottom, top = build(conv_text(params, "Deconvolution"), [x])
+    deconv.Forward(bottom, top)
+    y = _x(top[0].shape, 1)
+    conv_y = conv_nd_loops(y, deconv.blobs[0].data, np.zeros(2), (2, 2, 2), (1, 1, 1), (1, 1, 1), 1)
+    assert conv_y.shape == x.shape
+    np.testing.assert_allclose(np.vdot(top[0].data, y), np.vdot(x, conv_y), rtol=1e-10)
+
+
+def test_im2col_layer_refuses_three_spatial_axes():
+    with pytest.raises(ValueError, match="1-D and 2-D convolution only"):
+        build('type: "Im2col" convolution_param { kernel_size: 2 }', [np.zeros((1, 2, 3, 4, 4))])
+
+
 def test_preset_weights_are_kept_and_checked():
     param = layer_param(conv_text("num_output: 2 kernel_size: 3"))
     layer = create_layer(param)
@@ -289,7 +351,7 @@ def test_preset_weights_are_kept_and_checked():
     ("num_output: 0 kernel_size: 3", (1, 2, 4, 4), "num_output > 0"),
     ("num_output: 3 kernel_size: 3 group: 2", (1, 4, 4, 4), "multiples of group"),
     ("num_output: 2 kernel_size: 3 group: 2", (1, 3, 4, 4), "not a multiple of group 2"),
-    ("num_output: 2 kernel_size: 3", (1, 2, 3, 4, 4), "1-D and 2-D convolution only"),
+    ("num_output: 2 kernel_size: 5", (1, 2, 3, 8, 8), "output would be empty"),
     ("num_output: 2 kernel_h: 3 kernel_w: 3", (1, 2, 4), "can only be used for 2D convolution"),
     ("num_output: 2 kernel_size: 5", (1, 2, 4, 4), "output would be empty"),
     ("num_output: 2 kernel_size: 5 engine: WINOGRAD", (1, 2, 8, 8), "engine WINOGRAD, which cannot run"),
