@@ -128,7 +128,7 @@ def _graph(caffe_net, rankdir, label_edges=True, phase=None, display_lrm=False):
             nodes[bottom_blob + "_blob"] = dict(BLOB_STYLE, label='"%s"' % bottom_blob)
             edges.append((bottom_blob + "_blob", node_name, '""'))
         for top_blob in layer.top:
-            nodes.setdefault(top_blob + "_blob", {"label": '"%s"' % top_blob})
+            nodes[top_blob + "_blob"] = {"label": '"%s"' % top_blob}   # a plain node, as pycaffe redraws it
             edges.append((node_name, top_blob + "_blob", get_edge_label(layer) if label_edges else '""'))
     return nodes, edges
 

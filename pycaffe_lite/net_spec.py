@@ -115,7 +115,7 @@ class Function:
         self.type_name = type_name
         for index, input_ in enumerate(inputs):
             if not isinstance(input_, Top):
-                raise TypeError(f"{type_name} input {index} is not a Top (type is {type(input_).__name__})")
+                raise TypeError(f"{type_name} input {index} is not a Top (type is {type(input_)})")
         self.inputs = inputs
         self.params = params
         self.ntop = self.params.pop("ntop", 1)
@@ -194,6 +194,13 @@ class NetSpec:
 
     def __delattr__(self, name):
         del self.tops[name]
+
+    def __delitem__(self, name):
+        del self.tops[name]
+
+    def update(self, name, params):
+        """Add or change parameters of the layer that computes top `name`."""
+        self.tops[name]._update(params)
 
     def __contains__(self, name):
         return name in self.tops

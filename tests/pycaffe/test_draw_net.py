@@ -49,6 +49,11 @@ def test_dot_source_has_pycaffes_nodes_labels_and_colours(lenet_file):
     assert "mnist_Data" not in test_only and "loss_SoftmaxWithLoss" not in test_only
     assert "data_Input" in test_only
     assert draw.get_layer_lr_mult(net.layer[2]) == (1.0, 2.0)
+    # a blob is drawn as a top (plain) after its last reader, as pycaffe redraws each top
+    deploy = read_net_param(lenet_file)
+    del deploy.layer[-2:]                          # ends on the in-place ReLU
+    nodes, _ = draw._graph(deploy, "LR")
+    assert "shape" not in nodes["ip1_blob"] and nodes["pool1_blob"]["shape"] == "octagon"
 
 
 def test_dot_output_needs_no_graphviz(lenet_file, tmp_path, monkeypatch):

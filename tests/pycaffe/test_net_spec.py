@@ -94,7 +94,8 @@ def test_named_params_in_place_silence_and_generic_fields():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(TypeError, match="InnerProduct input 0 is not a Top"):
+    # pycaffe's wording, which BVLC's test_net_spec.py checks: the type as Python prints it
+    with pytest.raises(TypeError, match=r"^InnerProduct input 0 is not a Top \(type is <class 'str'>\)$"):
         L.InnerProduct("data", num_output=2)
     n = caffe.NetSpec()
     with pytest.raises(AttributeError, match="no top named 'missing'"):
@@ -161,3 +162,13 @@ def test_fcn32s_builds_and_the_crop_matches_the_input():
     net = caffe.Net(fcn32s().to_proto(), caffe.TEST)
     assert net.blobs["score"].shape == (1, 21, 64, 64)
     assert net.blobs["upscore"].shape[2] - 19 >= 64
+
+
+def test_update_and_delete_tops_by_name():
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 2]))
+    n.r = L.ReLU(n.data)
+    n.update("r", dict(negative_slope=0.1))          # pycaffe's NetSpec.update(name, params)
+    assert n.to_proto().layer[-1].relu_param.negative_slope == pytest.approx(0.1)
+    del n["r"]
+    assert "r" not in n and n.keys() == ["data"]
