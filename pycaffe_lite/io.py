@@ -271,7 +271,12 @@ _INTERPOLATION = {0: "INTER_NEAREST", 1: "INTER_LINEAR", 2: "INTER_CUBIC", 3: "I
 def resize_image(im, new_dims, interp_order=1):
     """Resize an (H x W x K) image to new_dims = (height, width); float32 result.
 
-    interp_order: 0 nearest, 1 bilinear (default), 2 or 3 bicubic.
+    interp_order: 0 nearest, 1 bilinear (default), 2 or 3 bicubic.  pycaffe
+    resizes with scikit-image (mode='constant': zeros outside the image, and
+    in recent versions a blur before shrinking); this uses OpenCV, which
+    repeats the edge pixels and does not blur.  Enlarging agrees inside the
+    image and differs on its border; shrinking differs more (a Classifier
+    whose image_dims differ from its images sees slightly different crops).
     """
     im = np.asarray(im)
     new_h, new_w = (int(d) for d in new_dims[:2])
