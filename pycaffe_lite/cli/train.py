@@ -365,8 +365,8 @@ def _time_net(net, iterations):
         forward_time += time.perf_counter() - iter_start
         backward_start = time.perf_counter()
         for i in reversed(range(len(layers))):
-            if not net.layer_need_backward[i]:
-                continue   # Caffe calls it anyway; for such layers it does nothing
+            # every layer, as Caffe's time() calls them: a layer no loss reaches still computes
+            # the gradients of the parameters it learns (its bottoms get none)
             start = time.perf_counter()
             layers[i].Backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
             _synchronize()

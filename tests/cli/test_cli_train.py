@@ -148,3 +148,22 @@ def test_level_and_stage_select_layers_of_the_train_net(workdir):
     assert "extra_loss" not in Path("plain.log").read_text()
     assert main(["train", "--solver", solver, "--allow-python", "--stage", "big", "--level", "2", "--log", "big.log"]) == 0
     assert re.search(r"Train net output #0: extra_loss = ", Path("big.log").read_text())
+
+
+def test_time_runs_backward_of_layers_no_loss_reaches(tmp_path):
+    from pycaffe_lite.cli.train import _time_net
+    from pycaffe_lite.net import Net
+    path = tmp_path / "deploy.prototxt"
+    path.write_text('''
+        layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 4 } }
+    ''')
+    net = Net(str(path), phase=1)
+    assert not net.layer_need_backward[1]
+    calls = []
+    layer = net.layers[1]
+    original = layer.backward
+    layer.backward = lambda top, down, bottom: (calls.append(list(down)), original(top, down, bottom))
+    _time_net(net, 3)
+    # Caffe's time() calls every layer's Backward: parameter gradients are timed, bottoms get none
+    assert calls == [[False]] * 3
