@@ -9,6 +9,7 @@
 """
 import json
 import logging
+import os
 import sys
 
 log = logging.getLogger("pycaffe_lite")
@@ -128,10 +129,10 @@ def cmd_zoo_fetch(args):
 def cmd_surgery(args):
     from ..zoo import surgery
     from ..zoo.convert import arrays_to_weights, weights_to_arrays
-    from ..zoo.prototxt import read_net, write_text
+    from ..zoo.prototxt import read_net, to_text
     from ..io_utils import write_bytes_atomic
 
-    net_param = read_net(args.model)
+    # Every argument is checked before anything is read or written: a failed command writes nothing.
     weights = _split(args.weights)
     edits_model = any([args.freeze, args.freeze_below, args.lr_mult, args.fc_to_conv,
                        args.input_channels is not None, args.input_shape])
@@ -139,6 +140,30 @@ def cmd_surgery(args):
         raise ValueError("--out-model is needed to write the edited net definition")
     if (args.fc_to_conv or args.input_channels is not None) and not weights:
         raise ValueError("--fc-to-conv and --input-channels transform trained weights: give --weights")
+    if weights and not args.out:
+        raise ValueError(f"--weights {args.weights}: --out is needed to write the resulting weights "
+                         "(for only the edited net definition, leave out --weights)")
+    if args.out and not weights:
+        raise ValueError(f"--out {args.out}: there are no weights to write without --weights")
+    if args.map and not weights:
+        raise ValueError(f"--map {args.map}: needs --weights to copy from")
+    if args.map and (args.fc_to_conv or args.input_channels is not None):
+        raise ValueError(f"--map {args.map}: not used by --fc-to-conv / --input-channels, which keep "
+                         "the layers' names; copy under the new names in a separate surgery run")
+    rename = {}
+    for item in _split(args.map):
+        new, sep, old = (part.strip() for part in item.partition("="))
+        if not sep or not new or not old:
+            raise ValueError(f"--map: expected NEW=OLD (target layer = layer in the weights), got '{item}'")
+        rename[new] = old
+    outputs = [path for path in (args.out_model, args.out, args.report) if path]
+    if len(set(map(os.path.abspath, outputs))) != len(outputs):
+        raise ValueError(f"--out, --out-model and --report must be different files: {', '.join(outputs)}")
+    for path in outputs:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+    net_param = read_net(args.model)
     out_weights = None
     report = None
     if args.fc_to_conv or args.input_channels is not None:
@@ -162,8 +187,7 @@ def cmd_surgery(args):
         except (FileNotFoundError, RuntimeError, OSError) as exc:
             raise ValueError(f"cannot build {args.model} to place the weights ({exc}); pass a deploy "
                              "net holding the same layers with --deploy") from None
-        report = surgery.transplant(net, weights, rename=dict(
-            item.split("=", 1) for item in _split(args.map)), strict=args.strict)
+        report = surgery.transplant(net, weights, rename=rename, strict=args.strict)
         out_weights = net.to_proto()
         new_layers = [n for n, why in report.reinitialised.items()]
     else:
@@ -177,24 +201,32 @@ def cmd_surgery(args):
     if args.lr_mult:
         factors = surgery.apply_lr_mult(net_param, args.lr_mult, new_layers=new_layers,
                                         mid_from=args.mid_from)
+    # Everything that can fail is done: now print and write.
+    def shared(name):
+        others = surgery.sharing_layers(net_param, name)
+        if not others:
+            return name
+        return f"{name} (and {', '.join(others)}, which share{'s' if len(others) == 1 else ''} its params)"
     if report is not None:
         print(report)
     if frozen:
-        print(f"frozen (lr_mult 0): {', '.join(frozen)}")
+        print(f"frozen (lr_mult 0): {', '.join(shared(n) for n in frozen)}")
     if factors:
-        print("learning-rate multipliers: " + ", ".join(f"{k} x{v:g}" for k, v in factors.items()))
+        print("learning-rate multipliers: " + ", ".join(f"{shared(k)} x{v:g}" for k, v in factors.items()))
+    payloads = []
     if args.out_model:
-        write_text(args.out_model, net_param)
-        print(f"wrote {args.out_model}")
+        payloads.append((args.out_model, to_text(net_param).encode("utf-8")))
     if out_weights is not None:
-        if not args.out:
-            raise ValueError("--out is needed to write the weights")
-        write_bytes_atomic(args.out, out_weights.SerializeToString())
-        print(f"wrote {args.out}")
+        payloads.append((args.out, out_weights.SerializeToString()))
     if args.report:
-        with open(args.report, "w", encoding="utf-8") as handle:
-            json.dump(dict(report.as_dict() if report else {}, frozen=frozen,
-                           lr_mult=factors), handle, indent=2)
+        sharing = {n: surgery.sharing_layers(net_param, n) for n in list(frozen) + list(factors)}
+        payloads.append((args.report, json.dumps(dict(
+            report.as_dict() if report else {}, frozen=frozen, lr_mult=factors,
+            shared={n: others for n, others in sharing.items() if others}), indent=2).encode("utf-8")))
+    for path, data in payloads:
+        write_bytes_atomic(path, data)
+        if path != args.report:
+            print(f"wrote {path}")
     return 0
 
 

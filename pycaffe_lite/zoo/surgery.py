@@ -88,21 +88,56 @@ def _param_specs(layer):
 
 
 # ---------------------------------------------------------------------------- freezing, lr presets
+def _spec_targets(net_param, name):
+    """The ParamSpecs that freezing or multiplying layer `name` changes, as (layer index, param index).
+
+    The layer's own (one per parameter blob), and every ParamSpec of any layer
+    that shares a name with one of its named params: Caffe's Net::AppendParam
+    refuses shared params whose lr_mult or decay_mult differ. Unnamed params
+    are not shared. Also returns the other layers reached that way, in net order.
+    """
+    _layers_named(net_param, name)
+    own = []
+    for li, layer in enumerate(net_param.layer):
+        if layer.name == name:
+            own += [(li, pi) for pi in range(len(_param_specs(layer)))]
+    shared = {net_param.layer[li].param[pi].name for li, pi in own} - {""}
+    targets, seen, sharers = list(own), set(own), []
+    if shared:
+        for li, layer in enumerate(net_param.layer):
+            for pi, spec in enumerate(layer.param):
+                if spec.name in shared and (li, pi) not in seen:
+                    seen.add((li, pi))
+                    targets.append((li, pi))
+                    if layer.name != name and layer.name not in sharers:
+                        sharers.append(layer.name)
+    return targets, sharers
+
+
+def sharing_layers(net_param, name):
+    """The other layers holding a ParamSpec that shares a name with one of layer `name`'s params."""
+    return _spec_targets(net_param, name)[1]
+
+
 def freeze(net_param, layer_names):
     """Freeze layers in place: lr_mult 0 and decay_mult 0 on every parameter.
 
+    Params shared by name (`param { name: "conv1_w" }`) are frozen in every
+    layer that shares them, as Caffe requires (see `sharing_layers`).
     A frozen BatchNorm also gets `use_global_stats: true`, so its statistics
     stay fixed in training as well (otherwise TRAIN forward passes update them).
     Returns the names frozen.
     """
     frozen = []
     for name in layer_names:
-        for layer in _layers_named(net_param, name):
-            if layer.type == "BatchNorm":
-                layer.batch_norm_param.use_global_stats = True
-            for spec in _param_specs(layer):
-                spec.lr_mult = 0
-                spec.decay_mult = 0
+        targets, _ = _spec_targets(net_param, name)
+        for li, pi in targets:
+            spec = net_param.layer[li].param[pi]
+            spec.lr_mult = 0
+            spec.decay_mult = 0
+        for li in sorted({li for li, _ in targets}):
+            if net_param.layer[li].type == "BatchNorm":
+                net_param.layer[li].batch_norm_param.use_global_stats = True
         frozen.append(name)
     return frozen
 
@@ -159,7 +194,9 @@ def apply_lr_mult(net_param, spec, new_layers=(), mid_from=None):
 
     spec: 'top=10,mid=1,bottom=1/10' (groups from `lr_groups`), or layer names
     ('conv1=0.1,fc8=10'), or both. Each parameter's lr_mult is multiplied, so
-    a bias keeps its usual 2x. A factor of 0 freezes the layer.
+    a bias keeps its usual 2x. A factor of 0 freezes the layer. Params shared
+    by name are multiplied once, in every layer sharing them; two layers that
+    share a param with different factors are an error.
     """
     factors = collections.OrderedDict()
     groups = None
@@ -175,15 +212,29 @@ def apply_lr_mult(net_param, spec, new_layers=(), mid_from=None):
         else:
             _layers_named(net_param, key)
             factors[key] = factor
+    # A param shared by name gets one factor, whichever of its layers names it.
+    given = {}                        # (layer index, param index) -> (factor, layer that gave it)
+    for name, factor in factors.items():
+        targets, _ = _spec_targets(net_param, name)
+        for li, pi in targets:
+            if net_param.layer[li].type == "BatchNorm":
+                continue   # statistics, not learned by the solver
+            if (li, pi) in given:
+                first, who = given[(li, pi)]
+                if first != factor:
+                    spec_name = net_param.layer[li].param[pi].name
+                    raise ValueError(f"--lr-mult: layers '{who}' and '{name}' share param "
+                                     f"'{spec_name}' but get different factors ({first:g} and "
+                                     f"{factor:g}); give layers that share params the same factor")
+                continue
+            given[(li, pi)] = (factor, name)
     for name, factor in factors.items():
         if factor == 0:
             freeze(net_param, [name])
-            continue
-        for layer in _layers_named(net_param, name):
-            if layer.type == "BatchNorm":
-                continue   # statistics, not learned by the solver
-            for spec_ in _param_specs(layer):
-                spec_.lr_mult = spec_.lr_mult * factor
+    for (li, pi), (factor, name) in given.items():
+        if factor != 0:
+            spec_ = net_param.layer[li].param[pi]
+            spec_.lr_mult = spec_.lr_mult * factor
     return factors
 
 
@@ -252,6 +303,16 @@ def transplant(net, weights, rename=None, strict=False):
         (name, layer) for name, layer in zip(net.layer_names, net.layers) if layer.blobs)
     for missing in set(rename) - set(target):
         raise ValueError(f"--map: the net has no layer '{missing}' with parameters")
+    available = []            # source layers holding weights, in file order (each name once)
+    for origin, param in sources:
+        available += [src.name for src in param.layer if src.blobs and src.name not in available]
+    for new, old in rename.items():
+        if old not in available:
+            files = ", ".join(origin for origin, _ in sources)
+            shown = ", ".join(available[:8]) + (f", ... ({len(available) - 8} more)"
+                                                 if len(available) > 8 else "")
+            raise ValueError(f"--map {new}={old}: no layer '{old}' with weights in {files}; "
+                             f"its layers with weights: {shown or 'none'}")
     wanted = {rename.get(name, name): name for name in target}       # source name -> target name
     used = set()
     mismatch = {}

@@ -253,3 +253,76 @@ def test_surgery_cli(tmp_path, lenet_weights, capsys):
     assert "ip1-conv, ip2-conv" in capsys.readouterr().out
     net = _Net(str(full), weights=str(tmp_path / "full.caffemodel"), phase=caffe_pb2.TEST)
     assert net.blobs["prob"].shape == (1, 10, 3, 3)
+
+
+# ---------------------------------------------------------------------------- review fixes
+def _siamese(tmp_path):
+    """BVLC's mnist_siamese_train_test with an Input instead of its LMDBs (params shared by name)."""
+    train = parse_text(fixture_path("caffe", "examples", "siamese", "mnist_siamese_train_test.prototxt")
+                       .read_text(), caffe_pb2.NetParameter())
+    net = caffe_pb2.NetParameter(name=train.name)
+    net.layer.add().CopyFrom(caffe_pb2.LayerParameter(
+        name="pair_data", type="Input", top=["pair_data", "sim"],
+        input_param=dict(shape=[dict(dim=[4, 2, 28, 28]), dict(dim=[4])])))
+    for layer in train.layer:
+        if layer.type != "Data":
+            net.layer.add().CopyFrom(layer)
+    path = tmp_path / "siamese.prototxt"
+    path.write_text(to_text(net))
+    return path
+
+
+def test_freeze_and_lr_mult_follow_params_shared_by_name(tmp_path, capsys):
+    model = _siamese(tmp_path)
+    out = tmp_path / "frozen.prototxt"
+    assert main(["surgery", "--model", str(model), "--freeze", "conv1", "--lr-mult", "ip1=1/2",
+                 "--out-model", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "frozen (lr_mult 0): conv1 (and conv1_p, which shares its params)" in text
+    assert "ip1 (and ip1_p, which shares its params) x0.5" in text
+    edited = parse_text(out.read_text(), caffe_pb2.NetParameter())
+    lr = {l.name: [(p.lr_mult, p.decay_mult) for p in l.param] for l in edited.layer if l.param}
+    assert lr["conv1"] == lr["conv1_p"] == [(0, 0), (0, 0)]
+    assert [p for p, _ in lr["ip1"]] == [p for p, _ in lr["ip1_p"]] == [0.5, 1.0]
+    assert [p for p, _ in lr["conv2_p"]] == [1, 2]                     # not shared with conv1
+    _Net(str(out), phase=caffe_pb2.TRAIN)          # Caffe's AppendParam check passes
+    # Two factors for one shared param: refused, nothing written.
+    out2 = tmp_path / "bad.prototxt"
+    assert main(["surgery", "--model", str(model), "--lr-mult", "ip1=2,ip1_p=3",
+                 "--out-model", str(out2)]) == 2
+    assert "share param 'ip1_w'" in capsys.readouterr().err and not out2.exists()
+    # Unnamed params are not shared.
+    lenet = _lenet_deploy()
+    surgery.freeze(lenet, ["conv1"])
+    assert surgery.sharing_layers(lenet, "conv1") == [] and surgery.frozen_layers(lenet) == ["conv1"]
+
+
+def test_map_from_a_layer_the_weights_lack_is_refused(tmp_path, lenet_weights, capsys):
+    with pytest.raises(ValueError, match=r"--map ip2_new=nope: no layer 'nope' with weights in .*"
+                                         r"lenet_iter_5000.caffemodel; its layers with weights: conv1, conv2"):
+        surgery.transplant(_Net(_lenet_deploy("ip2_new", 10)), [lenet_weights], rename={"ip2_new": "nope"})
+    model = tmp_path / "lenet.prototxt"
+    model.write_text(to_text(_lenet_deploy("ip2_new", 10)))
+    out = tmp_path / "init.caffemodel"
+    assert main(["surgery", "--model", str(model), "--weights", lenet_weights, "--map", "ip2_new=nope",
+                 "--out", str(out), "--report", str(tmp_path / "r.json")]) == 2
+    captured = capsys.readouterr()
+    assert "'nope'" in captured.err and "copied" not in captured.out
+    assert list(tmp_path.iterdir()) == [model]
+
+
+def test_surgery_checks_its_arguments_before_writing(tmp_path, lenet_weights, capsys):
+    model = tmp_path / "lenet.prototxt"
+    model.write_text(to_text(_lenet_deploy("ip2_new", 5)))
+    out_model = tmp_path / "edited.prototxt"
+    assert main(["surgery", "--model", str(model), "--weights", lenet_weights, "--freeze", "conv1",
+                 "--out-model", str(out_model)]) == 2
+    assert "--out is needed" in capsys.readouterr().err
+    assert not out_model.exists()
+    assert main(["surgery", "--model", str(model), "--freeze", "conv1", "--out-model", str(out_model),
+                 "--out", str(tmp_path / "w.caffemodel")]) == 2
+    assert "no weights to write" in capsys.readouterr().err
+    assert main(["surgery", "--model", str(model), "--weights", lenet_weights, "--freeze", "conv1",
+                 "--out-model", str(out_model), "--out", str(tmp_path / "nowhere" / "w.caffemodel")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [model]
