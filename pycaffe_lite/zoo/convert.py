@@ -83,6 +83,87 @@ def arrays_to_weights(arrays, model=None, name=None):
     return out
 
 
+def _shape_text(shape):
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _static_param_shapes(layer):
+    """A layer's parameter shapes as far as its definition alone tells (None: depends on the bottoms)."""
+    from .surgery import num_param_blobs
+    count = num_param_blobs(layer)
+    shapes = [None] * count
+    if layer.type in ("Convolution", "Deconvolution") and count:
+        p = layer.convolution_param
+        kernel = list(p.kernel_size) or ([p.kernel_h, p.kernel_w] if p.kernel_h or p.kernel_w else [])
+        kernel = kernel if len(kernel) != 1 else kernel * 2      # 2-D unless told otherwise
+        group = p.group or 1
+        if layer.type == "Convolution":
+            shapes[0] = (p.num_output, None, *kernel) if kernel else None
+        else:
+            shapes[0] = (None, p.num_output // group, *kernel) if kernel and p.num_output % group == 0 else None
+        if count > 1:
+            shapes[1] = (p.num_output,)
+    elif layer.type == "InnerProduct" and count:
+        p = layer.inner_product_param
+        shapes[0] = (None, p.num_output) if p.transpose else (p.num_output, None)
+        if count > 1:
+            shapes[1] = (p.num_output,)
+    return shapes
+
+
+def _built_param_shapes(net_param, names):
+    """{layer: [shapes]} from building the net with cheap fillers (TEST, then TRAIN for the rest)."""
+    import importlib
+    importlib.import_module("pycaffe_lite.layers")
+    from ..analysis.summary import build_net_for_summary
+    shapes = {}
+    for phase in (caffe_pb2.TEST, caffe_pb2.TRAIN):
+        if not set(names) - set(shapes):
+            break
+        net = build_net_for_summary(net_param, phase=phase)
+        for name, layer in zip(net.layer_names, net.layers):
+            shapes.setdefault(name, [tuple(b.shape) for b in layer.blobs])
+    return shapes
+
+
+def check_param_shapes(arrays, model, origin=None, model_path=None):
+    """Raise ValueError unless each layer's arrays have the number and shapes of the blobs of
+    `model` (a NetParameter), as Caffe's Net::CopyTrainedLayersFrom requires.
+
+    The net is built to know every shape; when it cannot be (say its LMDBs are
+    not here), the blob counts and the dimensions its layer definitions fix
+    (num_output, kernel) are checked, and a note says so in the log.
+    """
+    origin = origin or "the weights"
+    where = model_path or model.name or "the model"
+    definitions = {}
+    for layer in model.layer:
+        definitions.setdefault(layer.name, layer)
+    try:
+        expected = _built_param_shapes(model, [n for n in arrays if n in definitions])
+        exact = True
+    except (ValueError, RuntimeError, OSError, KeyError, ImportError, NotImplementedError) as exc:
+        log.info("%s: cannot build the net (%s); checking blob counts and the shapes its layer "
+                 "definitions fix", where, exc)
+        expected, exact = {}, False
+    for name, blobs in arrays.items():
+        if name not in definitions:
+            continue
+        target = expected[name] if name in expected else _static_param_shapes(definitions[name])
+        if len(blobs) != len(target):
+            raise ValueError(f"{origin}: incompatible number of blobs for layer '{name}': source has "
+                             f"{len(blobs)}, target ({where}) {len(target)}")
+        for j, (array, shape) in enumerate(zip(blobs, target)):
+            source = tuple(np.shape(array))
+            if shape is None:
+                continue
+            if len(source) != len(shape) or any(t is not None and t != s for s, t in zip(source, shape)):
+                raise ValueError(f"{origin}: Cannot copy param {j} weights from layer '{name}'; shape "
+                                 f"mismatch. Source param shape is {_shape_text(source)}; target param "
+                                 f"shape is {_shape_text(shape)} ({where}"
+                                 f"{'' if exact else ', ? where it depends on the input'}).")
+
+
 # ---------------------------------------------------------------------------- npz
 def save_npz(arrays, path):
     """Write layer -> [arrays] as an .npz keyed `layer/index`, atomically."""
@@ -126,8 +207,26 @@ def caffemodel_to_npz(weights, out_path):
     return arrays
 
 
+def _read_model(model):
+    """A private, upgraded copy of a prototxt path or NetParameter."""
+    net = caffe_pb2.NetParameter()
+    if isinstance(model, caffe_pb2.NetParameter):
+        net.CopyFrom(model)
+    else:
+        net = read_text_proto(os.fspath(model), net)
+    if upgrade.net_needs_upgrade(net):
+        upgrade.upgrade_net(net)
+    return net
+
+
 def npz_to_caffemodel(npz_path, out_path, model=None):
-    param = arrays_to_weights(load_npz(npz_path), model=model)
+    """Write the .npz's arrays as a .caffemodel. With `model`, every layer must be in it with the
+    number and shapes of blobs its net has (checked before anything is written)."""
+    arrays = load_npz(npz_path)
+    param = arrays_to_weights(arrays, model=model)
+    if model is not None:
+        check_param_shapes(arrays, _read_model(model), origin=os.fspath(npz_path),
+                           model_path=None if isinstance(model, caffe_pb2.NetParameter) else os.fspath(model))
     write_bytes_atomic(out_path, param.SerializeToString())
     return param
 

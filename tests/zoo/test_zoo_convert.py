@@ -122,3 +122,29 @@ def test_convert_cli_errors(tmp_path, capsys):
     assert "one side must be .npz" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "missing.caffemodel"), str(tmp_path / "b.npz")]) == 2
     assert "missing.caffemodel" in capsys.readouterr().err
+
+
+def test_npz_to_caffemodel_checks_blob_shapes_against_the_model(tmp_path, capsys):
+    arrays = caffemodel_to_npz(fixture_path("weights", "lenet_iter_5000.caffemodel"), tmp_path / "good.npz")
+    deploy = fixture_path("caffe", "examples", "mnist", "lenet.prototxt")
+    bad = dict(arrays, ip1=[np.ones((10, 800), np.float32), arrays["ip1"][1]])
+    np.savez(tmp_path / "bad.npz", **{f"{k}/{i}": a for k, v in bad.items() for i, a in enumerate(v)})
+    out = tmp_path / "bad.caffemodel"
+    assert main(["convert", str(tmp_path / "bad.npz"), str(out), "--model", str(deploy)]) == 2
+    err = capsys.readouterr().err
+    assert ("Cannot copy param 0 weights from layer 'ip1'; shape mismatch. Source param shape is (10, 800); "
+            "target param shape is (500, 800)") in err and "bad.npz" in err
+    assert not out.exists()
+    # One blob too few.
+    np.savez(tmp_path / "few.npz", **{"conv1/0": arrays["conv1"][0]})
+    with pytest.raises(ValueError, match="incompatible number of blobs for layer 'conv1': source has 1"):
+        npz_to_caffemodel(tmp_path / "few.npz", tmp_path / "few.caffemodel", model=deploy)
+    assert not (tmp_path / "few.caffemodel").exists()
+    # A train_test net whose LMDBs are not here: the shapes its definitions fix are still checked.
+    train = fixture_path("caffe", "examples", "mnist", "lenet_train_test.prototxt")
+    with pytest.raises(ValueError, match=r"Source param shape is \(10, 800\); target param shape is \(500, \?\)"):
+        npz_to_caffemodel(tmp_path / "bad.npz", out, model=train)
+    assert not out.exists()
+    # The right shapes convert, and Caffe's copy_from takes them.
+    npz_to_caffemodel(tmp_path / "good.npz", tmp_path / "good.caffemodel", model=deploy)
+    assert weights_to_arrays(tmp_path / "good.caffemodel")["ip1"][0].shape == (500, 800)
