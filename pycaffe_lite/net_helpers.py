@@ -211,11 +211,11 @@ class NetHelpersMixin:
                             continue  # weight-shared in the target, written under its owner
                         raise ValueError(f"{filename}: incompatible number of blobs for layer "
                                          f"'{source_name}': param {j} is missing")
-                    values = group[key][()]
-                    if tuple(values.shape) != tuple(blob.shape):
+                    dataset = group[key]
+                    if tuple(dataset.shape) != tuple(blob.shape):   # checked before reading a byte
                         raise ValueError(f"{filename}: cannot load param {j} of layer '{source_name}': "
-                                         f"file shape {tuple(values.shape)}, net shape {blob.shape}")
-                    blob.data[...] = blob._xp.asarray(values.astype(blob.dtype, copy=False))
+                                         f"file shape {tuple(dataset.shape)}, net shape {blob.shape}")
+                    blob.data[...] = blob._xp.asarray(dataset[()].astype(blob.dtype, copy=False))
 
     # ---- the private surface of _caffe.cpp, which some scripts use ------------
     def _forward(self, start, end):

@@ -584,21 +584,25 @@ class Solver:
     def restore(self, state_file):
         """Resume from a .solverstate (or .solverstate.h5): iteration, schedule step, history, weights."""
         state_file = os.fspath(state_file)
+
+        def check_sizes(sizes):
+            if len(sizes) != len(self.history):
+                raise ValueError(f"{state_file}: Incorrect length of history blobs: the state holds "
+                                 f"{len(sizes)}, a {self.type} solver for this net needs {len(self.history)}")
+            for i, (target, size) in enumerate(zip(self.history, sizes)):
+                if size != target.size:
+                    raise ValueError(f"{state_file}: history blob {i} holds {size} values for a "
+                                     f"parameter of shape {tuple(target.shape)}")
+
+        # Check everything before changing anything: a refused state leaves the solver as it was.
         if state_file.endswith(".h5"):
-            iteration, learned_net, current_step, history = state_io.load_state_hdf5(state_file)
+            iteration, learned_net, current_step, history = state_io.load_state_hdf5(state_file, check_sizes)
         else:
             state = state_io.read_state(state_file)
             iteration, current_step = state.iter, state.current_step
             learned_net = state.learned_net if state.HasField("learned_net") else None
             history = [state_io.history_array(blob) for blob in state.history]
-        # Check everything before changing anything: a refused state leaves the solver as it was.
-        if len(history) != len(self.history):
-            raise ValueError(f"{state_file}: Incorrect length of history blobs: the state holds "
-                             f"{len(history)}, a {self.type} solver for this net needs {len(self.history)}")
-        for i, (target, values) in enumerate(zip(self.history, history)):
-            if values.size != target.size:
-                raise ValueError(f"{state_file}: history blob {i} holds {values.size} values for a "
-                                 f"parameter of shape {tuple(target.shape)}")
+            check_sizes([values.size for values in history])
         if learned_net:
             state_io.copy_weights(self.net, state_io.resolve_learned_net(learned_net, state_file))
         log.info("SGDSolver: restoring history")   # Caffe's wording, whatever the solver type

@@ -108,20 +108,30 @@ def save_string_hdf5(f, name, text):
     dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(data, dtype=f"S{len(data)}"), mtype=string_type)
 
 
-def load_state_hdf5(path):
-    """(iter, learned_net or None, current_step, [history arrays])."""
+def load_state_hdf5(path, check_sizes=None):
+    """(iter, learned_net or None, current_step, [history arrays]).
+
+    Sizes come from the file, so they are checked before anything is read:
+    `iter`, `current_step` and `learned_net` must hold one value, and
+    `check_sizes([values per history blob])` may refuse the history first."""
     h5py = require_h5py()
 
-    def scalar(value):
-        return int(np.asarray(value).ravel()[0])
+    def single(key):
+        dataset = f[key]
+        if dataset.size != 1:
+            raise ValueError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
+        return dataset[()]
 
     with h5py.File(path, "r") as f:
         for key in ("iter", "current_step", "history"):
             if key not in f:
                 raise ValueError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
+        iteration, current_step = (int(np.asarray(single(key)).ravel()[0]) for key in ("iter", "current_step"))
         learned_net = None
         if "learned_net" in f:
-            raw = f["learned_net"][()]   # Caffe's NUL-terminated string, or one without the NUL
+            raw = np.asarray(single("learned_net")).ravel()[0]   # Caffe's NUL-terminated string, or one without
             learned_net = raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else str(raw)
-        history = [np.asarray(f["history"][k]) for k in sorted(f["history"], key=int)]
-        return scalar(f["iter"][()]), learned_net, scalar(f["current_step"][()]), history
+        datasets = [f["history"][k] for k in sorted(f["history"], key=int)]
+        if check_sizes is not None:
+            check_sizes([int(d.size) for d in datasets])
+        return iteration, learned_net, current_step, [np.asarray(d) for d in datasets]

@@ -203,3 +203,29 @@ def test_resume_from_caffes_lenet_solverstate(tmp_path, monkeypatch):
         assert tuple(a.shape.dim) == tuple(b.shape.dim)
         np.testing.assert_array_equal(np.asarray(a.data, np.float32), np.asarray(b.data, np.float32))
     assert {f.name for f, _ in ours.ListFields()} == {f.name for f, _ in caffe_state.ListFields()}
+
+
+def test_hdf5_sizes_are_checked_before_reading(tmp_path):
+    """A few-KB HDF5 file may declare terabytes (chunked, never written): the declared shapes are
+    compared with the net's before a byte is read, so the refusal is a clear error, not a MemoryError."""
+    h5py = pytest.importorskip("h5py")
+    solver, prefix = make(tmp_path, "SGD", extra="snapshot_format: HDF5")
+    solver.step(1)
+    model_file, state_file = solver.snapshot()
+    huge = (1 << 40,)                                      # 4 TiB of float32, declared only
+    with h5py.File(model_file, "a") as f:
+        layer = next(iter(f["data"]))
+        del f["data"][layer]["0"]
+        f["data"][layer].create_dataset("0", shape=huge, dtype="f4", chunks=(1 << 20,))
+    with pytest.raises(ValueError, match=r"file shape \(1099511627776,\)"):
+        solver.net.copy_from(model_file)
+    with h5py.File(state_file, "a") as f:
+        del f["history"]["0"]
+        f["history"].create_dataset("0", shape=huge, dtype="f4", chunks=(1 << 20,))
+    with pytest.raises(ValueError, match="history blob 0 holds 1099511627776 values"):
+        solver.restore(state_file)
+    with h5py.File(state_file, "a") as f:
+        del f["iter"]
+        f.create_dataset("iter", shape=huge, dtype="i4", chunks=(1 << 20,))
+    with pytest.raises(ValueError, match="'iter' should hold one value"):
+        solver.restore(state_file)
