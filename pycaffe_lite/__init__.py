@@ -104,6 +104,25 @@ def set_multiprocess(multiprocess):
     pass
 
 
+def alias_as_caffe():
+    """Make `import caffe` (and `from caffe.proto import caffe_pb2`, `caffe.io`, ...) give
+    pycaffe_lite, for code written for pycaffe that one cannot edit: Caffe's own Python layers
+    and notebooks.  Nothing is done when a module named caffe can be imported already (a real
+    pycaffe wins).  Loading a Python layer calls this; returns True when the alias is in place."""
+    import importlib.util
+    import sys
+    if sys.modules.get("caffe") is sys.modules[__name__]:
+        return True
+    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
+        return False
+    from . import coord_map, draw, net_spec  # noqa: F401  (the submodules pycaffe has)
+    sys.modules["caffe"] = sys.modules[__name__]
+    for name in ("proto", "proto.caffe_pb2", "io", "draw", "net_spec", "classifier", "detector", "coord_map"):
+        sys.modules["caffe." + name] = importlib.import_module(f"{__name__}.{name}")
+    sys.modules["caffe.pycaffe"] = sys.modules[__name__]
+    return True
+
+
 class Timer:
     """pycaffe's Timer: start(), stop(), ms (milliseconds between them)."""
 
@@ -125,7 +144,7 @@ class Timer:
 
 
 __all__ = ["Blob", "Classifier", "Detector", "Layer", "Net", "NetSpec", "TEST", "TRAIN", "Timer",
-           "__version__", "allow_python_layers", "caffe_pb2", "has_nccl", "init_log", "io", "layer_type_list",
+           "__version__", "alias_as_caffe", "allow_python_layers", "caffe_pb2", "has_nccl", "init_log", "io", "layer_type_list",
            "layers", "log", "params", "proto", "register", "set_device", "set_mode_cpu", "set_mode_gpu",
            "set_multiprocess", "set_random_seed", "set_solver_count", "set_solver_rank", "solver_count",
            "solver_rank", "to_proto"]

@@ -29,12 +29,15 @@ A timed choice depends on the machine being quiet (a busy machine can flip a
 close call, and two runs then differ in the last bits), and Winograd F(4x4)
 is about 1e-5 relative less precise in float32.
 """
+import logging
 import time
 
 import numpy as np
 
 from .engines import ENGINES, get_engine
 from .geometry import shape_key
+
+log = logging.getLogger("pycaffe_lite")
 
 MARGIN = 0.10          # another engine must beat im2col by 10 % to be chosen
 DEFAULT_MIN_MACS = 2e8  # DEFAULT times the engines only for layers this large (multiply-adds per forward)
@@ -110,6 +113,7 @@ def choose(kind, x_shape, w_shape, geom, dtype, xp=np, train=True, request=AUTO)
     if len(names) == 1:
         _CHOICES[key] = names[0]
         return names[0]
+    log.info("Timing convolution engines %s for %s", ", ".join(names), key)   # seconds on large layers
     rng = np.random.default_rng(0)
     n, c, h, wd = x_shape
     ho, wo = geom.output_hw(h, wd)
@@ -137,6 +141,7 @@ def choose(kind, x_shape, w_shape, geom, dtype, xp=np, train=True, request=AUTO)
         best = "im2col"
     _CHOICES[key] = best
     _TIMINGS[key] = timings
+    log.info("  chose %s (%s)", best, ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in timings.items()))
     return best
 
 

@@ -126,6 +126,8 @@ class DummyDataLayer(Layer):
 def python_layer_class(layer_param):
     """The user's class named by python_param { module layer } (importing runs its code)."""
     p = layer_param.python_param
+    from .. import alias_as_caffe
+    alias_as_caffe()      # Python layers written for pycaffe `import caffe` (Caffe's own examples do)
     try:
         module = importlib.import_module(p.module)
     except ImportError as exc:

@@ -421,3 +421,44 @@ def test_python_layer_with_a_parameter_blob(tmp_path, monkeypatch):
     net.backward(out=np.ones((1, 2), np.float32))
     net.update()
     assert net.params["layer"][0].data.tolist() == [[4.0], [4.0]]
+
+
+def test_python_layers_written_for_pycaffe_import_caffe(tmp_path, monkeypatch):
+    import sys
+    for name in [m for m in sys.modules if m == "caffe" or m.startswith("caffe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    (tmp_path / "pyc_lite_test_pyloss.py").write_text(textwrap.dedent("""
+        import caffe                                   # as Caffe's examples/pycaffe/layers/pyloss.py
+        from caffe.proto import caffe_pb2
+        import numpy as np
+
+        class EuclideanLossLayer(caffe.Layer):
+            def setup(self, bottom, top):
+                assert caffe_pb2.TRAIN == caffe.TRAIN
+
+            def reshape(self, bottom, top):
+                top[0].reshape(1)
+
+            def forward(self, bottom, top):
+                top[0].data[...] = np.sum((bottom[0].data - bottom[1].data) ** 2) / bottom[0].num / 2.
+
+            def backward(self, top, propagate_down, bottom):
+                pass
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "pyloss.prototxt"
+    path.write_text("""
+        layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "b" type: "Input" top: "b" input_param { shape { dim: 2 dim: 3 } } }
+        layer { name: "loss" type: "Python" bottom: "a" bottom: "b" top: "loss" loss_weight: 1
+                python_param { module: "pyc_lite_test_pyloss" layer: "EuclideanLossLayer" } }
+    """)
+    try:
+        net = caffe.Net(str(path), caffe.TRAIN, allow_python=True)
+        out = net.forward(a=np.ones((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
+        assert out["loss"].tolist() == [1.5]
+        assert sys.modules["caffe"] is caffe and sys.modules["caffe.proto.caffe_pb2"] is caffe.caffe_pb2
+    finally:
+        for name in [m for m in sys.modules if m == "caffe" or m.startswith("caffe.")]:
+            del sys.modules[name]
+        sys.modules.pop("pyc_lite_test_pyloss", None)
