@@ -536,13 +536,14 @@ class Net(NetHelpersMixin):
         return self.layer_names
 
     # ---- weights ------------------------------------------------------------
-    def copy_from(self, weights):
+    def copy_from(self, weights, origin=None):
         """Copy parameters by layer name from a .caffemodel (binary, or HDF5 when the name
-        ends in .h5, as Caffe decides) or a NetParameter."""
+        ends in .h5, as Caffe decides) or a NetParameter (`origin` names its file in errors)."""
         if not isinstance(weights, caffe_pb2.NetParameter) and os.fspath(weights).endswith(".h5"):
             return self.load_hdf5(os.fspath(weights))
         source = weights if isinstance(weights, caffe_pb2.NetParameter) else read_weights(os.fspath(weights))
-        origin = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else os.fspath(weights)
+        if origin is None:
+            origin = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else os.fspath(weights)
         by_name = self.layer_dict
         for src in source.layer:
             target = by_name.get(src.name)

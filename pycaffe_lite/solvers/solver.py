@@ -149,8 +149,10 @@ class Solver:
         if param.random_seed >= 0:
             backend.set_random_seed(param.random_seed)
         self._check_snapshot_write_permissions()
-        self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
+        # each weights file is read once, then copied into every net as it is built
+        finetune = [(path, state_io.read_trained_layers(path)) for path in weights_files(param)]
+        self.net = self._init_train_net(finetune)
+        self.test_nets = self._init_test_nets(finetune)
         for test_net in self.test_nets:
             test_net.share_trained_layers(self.net)
         self._init_buffers()
@@ -187,20 +189,20 @@ class Solver:
             raise ValueError(f"Cannot write to snapshot prefix '{self.param.snapshot_prefix}'.  Make sure "
                              "that the directory exists and is writeable.") from None
 
-    def _make_net(self, net_param, phase):
-        """A train or test net, with the `weights` entries loaded into it as soon as it is built
-        (Caffe's LoadNetWeights in InitTrainNet / InitTestNets)."""
+    def _make_net(self, net_param, phase, finetune):
+        """A train or test net, with the `weights` entries ((path, read_trained_layers(path)))
+        loaded into it as soon as it is built (Caffe's LoadNetWeights in InitTrainNet / InitTestNets)."""
         net = Net(net_param, phase=phase, allow_python=self.allow_python, dtype=self.dtype)
         try:
-            for path in weights_files(self.param):
+            for path, trained in finetune:
                 log.info("Finetuning from %s", path)
-                state_io.copy_weights(net, path)
+                state_io.copy_weights(net, path, trained)
         except BaseException:
             net.close()
             raise
         return net
 
-    def _init_train_net(self):
+    def _init_train_net(self, finetune):
         p = self.param
         fields = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
         if len(fields) != 1:
@@ -220,9 +222,9 @@ class Solver:
         net_state.MergeFrom(net_param.state)
         net_state.MergeFrom(p.train_state)
         net_param.state.CopyFrom(net_state)
-        return self._make_net(net_param, net_state.phase)
+        return self._make_net(net_param, net_state.phase, finetune)
 
-    def _init_test_nets(self):
+    def _init_test_nets(self, finetune):
         p = self.param
         generic = p.HasField("net_param") + p.HasField("net")
         if generic > 1:
@@ -262,7 +264,7 @@ class Solver:
                 net_state.MergeFrom(p.test_state[i])
             net_param.state.CopyFrom(net_state)
             log.info("Creating test net (#%d) specified by %s", i, source)
-            nets.append(self._make_net(net_param, net_state.phase))
+            nets.append(self._make_net(net_param, net_state.phase, finetune))
         return nets
 
     @property
@@ -306,8 +308,9 @@ class Solver:
 
     def load_weights(self, path):
         """Copy trained layers from a .caffemodel (or Caffe's .caffemodel.h5) into all nets."""
+        trained = state_io.read_trained_layers(path)
         for net in [self.net] + self.test_nets:
-            state_io.copy_weights(net, path)
+            state_io.copy_weights(net, path, trained)
 
     # ------------------------------------------------------------------
     # training

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..io_utils import atomic_write, write_bytes_atomic
-from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto
+from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto, read_weights
 from ..proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite.solver")
@@ -67,9 +67,17 @@ def resolve_learned_net(learned_net, state_file):
 # ---------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------
-def copy_weights(net, path):
-    """Trained layers from a .caffemodel, or Caffe's HDF5 layout for a .h5 file (Net.copy_from decides)."""
-    net.copy_from(os.fspath(path))
+def read_trained_layers(path):
+    """A weights file read once, to be copied into several nets: the parsed .caffemodel, or the
+    path itself for an .h5 file (HDF5 is read a dataset at a time, as each net asks)."""
+    path = os.fspath(path)
+    return path if path.endswith(".h5") else read_weights(path)
+
+
+def copy_weights(net, path, trained=None):
+    """Trained layers from a .caffemodel, or Caffe's HDF5 layout for a .h5 file (Net.copy_from
+    decides); `trained` is the file as read_trained_layers read it, so it is not read again."""
+    net.copy_from(os.fspath(path) if trained is None else trained, origin=os.fspath(path))
 
 
 def require_h5py():

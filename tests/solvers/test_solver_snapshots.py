@@ -229,3 +229,19 @@ def test_hdf5_sizes_are_checked_before_reading(tmp_path):
         f.create_dataset("iter", shape=huge, dtype="i4", chunks=(1 << 20,))
     with pytest.raises(ValueError, match="'iter' should hold one value"):
         solver.restore(state_file)
+
+
+def test_finetuning_weights_are_read_once_for_every_net(tmp_path, monkeypatch):
+    from pycaffe_lite.solvers import state
+    trained, _ = make(tmp_path)
+    trained.step(2)
+    model_file, _ = trained.snapshot()
+    reads = []
+    real = state.read_weights
+    monkeypatch.setattr(state, "read_weights", lambda path: reads.append(path) or real(path))
+    # two test nets beside the train net, all given the same weights
+    solver, _ = make(tmp_path, extra=f'weights: "{model_file}" test_iter: 1 test_iter: 1 test_interval: 100')
+    assert reads == [model_file] and len(solver.test_nets) == 2
+    for net in [solver.net] + solver.test_nets:
+        for a, b in zip(weights(trained), [p.data for p in net.learnable_params]):
+            np.testing.assert_array_equal(a, b)
