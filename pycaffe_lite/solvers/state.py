@@ -125,19 +125,20 @@ def load_state_hdf5(path, check_sizes=None):
     h5py = require_h5py()
 
     def single(key):
+        """The one value of dataset `key`, its size checked before it is read."""
         dataset = f[key]
         if dataset.size != 1:
             raise ValueError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
-        return dataset[()]
+        return np.asarray(dataset[()]).ravel()[0]
 
     with h5py.File(path, "r") as f:
         for key in ("iter", "current_step", "history"):
             if key not in f:
                 raise ValueError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
-        iteration, current_step = (int(np.asarray(single(key)).ravel()[0]) for key in ("iter", "current_step"))
+        iteration, current_step = int(single("iter")), int(single("current_step"))
         learned_net = None
         if "learned_net" in f:
-            raw = np.asarray(single("learned_net")).ravel()[0]   # Caffe's NUL-terminated string, or one without
+            raw = single("learned_net")   # Caffe's NUL-terminated string, or one without
             learned_net = raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else str(raw)
         datasets = [f["history"][k] for k in sorted(f["history"], key=int)]
         if check_sizes is not None:
