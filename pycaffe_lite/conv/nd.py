@@ -11,6 +11,7 @@ For each tap i the input slices of every o are folded into the batch, so a
 tap is one convolution over the remaining axes; recursing down to two spatial
 axes runs every tap on a 2-D engine (the backward passes follow the same
 sum).  Arrays are (N, C, S1, S2, ...), weights Caffe's (K, C/group, k1, k2, ...).
+`NDEngine` wraps a 2-D engine so that a layer calls it as it calls any engine.
 """
 from dataclasses import dataclass
 
@@ -56,11 +57,38 @@ class NDGeometry:
         return out
 
 
-def supports(engine, geom):
-    """Can `engine` run the 2-D convolutions an N-D one is made of?"""
-    while isinstance(geom, NDGeometry):
-        geom = geom.tail
-    return engine.supports(geom)
+class NDEngine:
+    """A 2-D engine run over N-D arrays, with the engines' interface (conv/engines.py); `ctx`,
+    which 2-D engines use to keep work for the backward, is not used."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.describe = engine, engine.name, engine.describe
+
+    def supports(self, geom):
+        """Can the 2-D engine run the 2-D convolutions an N-D one is made of?"""
+        while isinstance(geom, NDGeometry):
+            geom = geom.tail
+        return self.engine.supports(geom)
+
+    def forward(self, x, w, b, geom, out=None, ctx=None):
+        return _into(out, forward(self.engine, x, w, b, geom))
+
+    def backward(self, x, w, dy, geom, need_dx=True, need_dw=True, dx_out=None, ctx=None):
+        dx = _into(dx_out, backward_data(self.engine, dy, w, geom, x.shape)) if need_dx else None
+        return dx, (backward_weights(self.engine, x, dy, geom, w.shape) if need_dw else None)
+
+    def backward_data(self, dy, w, geom, x_shape, out=None):
+        return _into(out, backward_data(self.engine, dy, w, geom, x_shape))
+
+    def backward_weights(self, x, dy, geom, w_shape):
+        return backward_weights(self.engine, x, dy, geom, w_shape)
+
+
+def _into(out, result):
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 def _taps(geom, out_length):

@@ -151,17 +151,20 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
         self.engine_request = choice.resolve(p.engine)       # engine name, or choice.AUTO / DEFAULT
-        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT) and not self.nd
         if self.nd and self.engine_request in (choice.AUTO, choice.DEFAULT):
             self.engine_request = "im2col"                    # N-D layers run their 2-D parts on im2col
-        if not self.timed and not nd.supports(get_engine(self.engine_request), self.geom):
+        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT)
+        self.engine = self._engine("im2col" if self.timed else self.engine_request)
+        if not self.timed and not self.engine.supports(self.geom):
             raise ValueError(self.error(
                 f"asks for engine {_ENGINE_ENUM.get(p.engine, p.engine)}, which cannot run a "
-                f"{self.geom} convolution ({get_engine(self.engine_request).describe}); "
-                "use DEFAULT or AUTO"))
-        self.engine = get_engine("im2col" if self.timed else self.engine_request)
+                f"{self.geom} convolution ({self.engine.describe}); use DEFAULT or AUTO"))
         self._choice_pending = False
         self._ctx = []
+
+    def _engine(self, name):
+        """The named engine; over three or more spatial axes, run on their 2-D parts."""
+        return nd.NDEngine(get_engine(name)) if self.nd else get_engine(name)
 
     def kernel4(self):
         """The kernel as weights store it: (kh, kw); (k,) for 1-D layers; every axis for N-D."""
@@ -254,10 +257,6 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self.choose_engine()
         w = self.w4()
         b = self.blobs[1].data if self.bias_term else None
-        if self.nd:
-            for x, y in zip(bottom, top):
-                y.data = nd.forward(self.engine, x.data.reshape(self._in4()), w, b, self.geom).reshape(y.shape)
-            return
         for i, (x, y) in enumerate(zip(bottom, top)):
             out = _view(y.data, self._out4())
             result = self.engine.forward(x.data.reshape(self._in4()), w, b, self.geom, out=out,
@@ -276,13 +275,6 @@ class ConvolutionLayer(BaseConvolutionLayer):
             if need_db:
                 self._add_bias_diff(dy)
             if not (down or need_dw):
-                continue
-            if self.nd:
-                if need_dw:
-                    weight.diff += nd.backward_weights(self.engine, x.data.reshape(self._in4()), dy,
-                                                       self.geom, weight.shape)
-                if down:
-                    x.diff = nd.backward_data(self.engine, dy, w, self.geom, self._in4()).reshape(x.shape)
                 continue
             dx_out = _view(x.diff, self._in4()) if down else None
             dx, dw = self.engine.backward(x.data.reshape(self._in4()), w, dy, self.geom,
@@ -317,17 +309,11 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         self.choose_engine()
         w = self.w4()
         for x, y in zip(bottom, top):
-            if self.nd:
-                result = nd.backward_data(self.engine, x.data.reshape(self._in4()), w, self.geom, self._out4())
-                if self.bias_term:
-                    result += self.blobs[1].data.reshape((1, -1) + (1,) * self.num_spatial)
-                y.data = result.reshape(y.shape)
-                continue
             out = _view(y.data, self._out4())
             result = self.engine.backward_data(x.data.reshape(self._in4()), w, self.geom,
                                                self._out4(), out=out)
             if self.bias_term:
-                result += self.blobs[1].data.reshape(1, -1, 1, 1)
+                result += self.blobs[1].data.reshape((1, -1) + (1,) * (result.ndim - 2))
             if out is None:
                 y.data = result.reshape(y.shape)
 
@@ -341,13 +327,6 @@ class DeconvolutionLayer(BaseConvolutionLayer):
             dy = y.diff.reshape(self._out4())
             if need_db:
                 self._add_bias_diff(dy)
-            if self.nd:
-                if need_dw:
-                    weight.diff += nd.backward_weights(self.engine, dy, x.data.reshape(self._in4()), self.geom,
-                                                       weight.shape)
-                if down:
-                    x.diff = nd.forward(self.engine, dy, w, None, self.geom).reshape(x.shape)
-                continue
             if need_dw:
                 dw = self.engine.backward_weights(dy, x.data.reshape(self._in4()), self.geom,
                                                   self.conv_shapes()[1])
