@@ -169,6 +169,16 @@ def read_list_file(path):
     return items
 
 
+def read_listed_image(source, number, root_folder, name, new_height=0, new_width=0, is_color=True):
+    """The HWC image that line `number` of list file `source` names; a DataError naming both when
+    it cannot be read.  Caffe concatenates root_folder and the name as they are."""
+    path = root_folder + name
+    image = read_image(path, new_height, new_width, is_color)
+    if image is None:
+        raise DataError(f"Could not load '{path}' (list file '{source}', line {number})", source, name)
+    return image
+
+
 class ImageList:
     """Records of an ImageData list file: images read from disk with OpenCV."""
 
@@ -213,12 +223,8 @@ class ImageList:
 
     def decode(self, key, payload):
         name, label, number = payload
-        path = self.root_folder + name  # Caffe concatenates root_folder and the name as they are
-        image = read_image(path, self.new_height, self.new_width, self.is_color)
-        if image is None:
-            raise DataError(f"Could not load '{path}' (list file '{self.source}', line {number})",
-                            self.source, name)
-        return image, "hwc", label
+        return (read_listed_image(self.source, number, self.root_folder, name, self.new_height, self.new_width,
+                                  self.is_color), "hwc", label)
 
     def raw_stack(self, records):
         return None

@@ -218,7 +218,7 @@ def _data_layer(net):
 
 def _records(layer):
     """(image HWC, label) of the layer's source, once, in order (no shuffling)."""
-    from .datum import parse_datum, read_image
+    from .datum import parse_datum
     from .lmdb_io import iter_lmdb
     from .transformer import as_hwc
     lp = layer.layer_param
@@ -232,15 +232,11 @@ def _records(layer):
             image, layout = decoder.decode(datum, source, key)
             yield as_hwc(image, layout), datum.label
     else:
-        from .batches import read_list_file
+        from .batches import read_list_file, read_listed_image
         ip = lp.image_data_param
         for number, name, label in read_list_file(ip.source):
-            path = ip.root_folder + name
-            image = read_image(path, ip.new_height, ip.new_width, ip.is_color)
-            if image is None:
-                from .datum import DataError
-                raise DataError(f"Could not load '{path}' (list file '{ip.source}', line {number})", ip.source, name)
-            yield image, label
+            yield read_listed_image(ip.source, number, ip.root_folder, name, ip.new_height, ip.new_width,
+                                    ip.is_color), label
 
 
 def _score_blob(net):
