@@ -202,8 +202,10 @@ def cmd_surgery(args):
         factors = surgery.apply_lr_mult(net_param, args.lr_mult, new_layers=new_layers,
                                         mid_from=args.mid_from)
     # Everything that can fail is done: now print and write.
+    sharing = {n: surgery.sharing_layers(net_param, n) for n in list(frozen) + list(factors)}
+
     def shared(name):
-        others = surgery.sharing_layers(net_param, name)
+        others = sharing[name]
         if not others:
             return name
         return f"{name} (and {', '.join(others)}, which share{'s' if len(others) == 1 else ''} its params)"
@@ -219,7 +221,6 @@ def cmd_surgery(args):
     if out_weights is not None:
         payloads.append((args.out, out_weights.SerializeToString()))
     if args.report:
-        sharing = {n: surgery.sharing_layers(net_param, n) for n in list(frozen) + list(factors)}
         payloads.append((args.report, json.dumps(dict(
             report.as_dict() if report else {}, frozen=frozen, lr_mult=factors,
             shared={n: others for n, others in sharing.items() if others}), indent=2).encode("utf-8")))
