@@ -93,9 +93,11 @@ def _static_param_shapes(layer):
     count = num_param_blobs(layer)
     shapes = [None] * count
     if layer.type in ("Convolution", "Deconvolution") and count:
+        from ..analysis.summary import conv_geometry
         p = layer.convolution_param
-        kernel = list(p.kernel_size) or ([p.kernel_h, p.kernel_w] if p.kernel_h or p.kernel_w else [])
-        kernel = kernel if len(kernel) != 1 else kernel * 2      # 2-D unless told otherwise
+        kernel = None
+        if p.kernel_size or p.HasField("kernel_h") or p.HasField("kernel_w"):
+            kernel = conv_geometry(layer, max(2, len(p.kernel_size)))[0]     # 2-D unless told otherwise
         group = p.group or 1
         if layer.type == "Convolution":
             shapes[0] = (p.num_output, None, *kernel) if kernel else None
