@@ -259,8 +259,17 @@ def test_set_input_arrays_feeds_a_memory_data_layer(tmp_path):
         net.set_input_arrays(data.astype(np.float64), labels)
 
 
+def python_layer_net(tmp_path, monkeypatch, module, source, net_text):
+    """The path of a net whose Python layer lives in module `module` (written from `source`)."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / f"{module}.prototxt"
+    path.write_text(net_text)
+    return str(path)
+
+
 def test_python_layer(tmp_path, monkeypatch):
-    (tmp_path / "pyc_lite_test_double.py").write_text(textwrap.dedent("""
+    path = python_layer_net(tmp_path, monkeypatch, "pyc_lite_test_double", """
         import pycaffe_lite as caffe
 
         class DoubleLayer(caffe.Layer):
@@ -276,18 +285,15 @@ def test_python_layer(tmp_path, monkeypatch):
             def backward(self, top, propagate_down, bottom):
                 if propagate_down[0]:
                     bottom[0].diff[...] = self.factor * top[0].diff
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    path = tmp_path / "py.prototxt"
-    path.write_text("""
+    """, """
         force_backward: true
         layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
         layer { name: "triple" type: "Python" bottom: "data" top: "out"
                 python_param { module: "pyc_lite_test_double" layer: "DoubleLayer" param_str: "3" } }
     """)
     with pytest.raises(PermissionError, match="allow_python=True"):
-        caffe.Net(str(path), caffe.TEST, allow_python=False)
-    net = caffe.Net(str(path), caffe.TEST, allow_python=True)
+        caffe.Net(path, caffe.TEST, allow_python=False)
+    net = caffe.Net(path, caffe.TEST, allow_python=True)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(net.forward(data=x)["out"], 3 * x)
     np.testing.assert_array_equal(net.backward(out=np.ones((2, 3), np.float32))["data"], np.full((2, 3), 3))
@@ -390,7 +396,7 @@ def test_net_takes_hdf5_weights_like_caffe(tiny_file, tmp_path):
 
 
 def test_python_layer_with_a_parameter_blob(tmp_path, monkeypatch):
-    (tmp_path / "pyc_lite_test_param.py").write_text(textwrap.dedent("""
+    path = python_layer_net(tmp_path, monkeypatch, "pyc_lite_test_param", """
         import pycaffe_lite as caffe
 
         class ParameterLayer(caffe.Layer):
@@ -406,16 +412,13 @@ def test_python_layer_with_a_parameter_blob(tmp_path, monkeypatch):
 
             def backward(self, top, propagate_down, bottom):
                 self.blobs[0].diff[...] = 1
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    path = tmp_path / "param.prototxt"
-    path.write_text("""
+    """, """
         force_backward: true
         layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
         layer { name: "layer" type: "Python" bottom: "data" top: "out"
                 python_param { module: "pyc_lite_test_param" layer: "ParameterLayer" } }
     """)
-    net = caffe.Net(str(path), caffe.TRAIN, allow_python=True)
+    net = caffe.Net(path, caffe.TRAIN, allow_python=True)
     assert net.params["layer"][0].data.shape == (2, 1) and net.params["layer"][0].data.dtype == np.float32
     assert net.forward(data=np.zeros((1, 2), np.float32))["out"].tolist() == [[10.0, 10.0]]
     net.backward(out=np.ones((1, 2), np.float32))
@@ -427,7 +430,7 @@ def test_python_layers_written_for_pycaffe_import_caffe(tmp_path, monkeypatch):
     import sys
     for name in [m for m in sys.modules if m == "caffe" or m.startswith("caffe.")]:
         monkeypatch.delitem(sys.modules, name)
-    (tmp_path / "pyc_lite_test_pyloss.py").write_text(textwrap.dedent("""
+    path = python_layer_net(tmp_path, monkeypatch, "pyc_lite_test_pyloss", """
         import caffe                                   # as Caffe's examples/pycaffe/layers/pyloss.py
         from caffe.proto import caffe_pb2
         import numpy as np
@@ -444,17 +447,14 @@ def test_python_layers_written_for_pycaffe_import_caffe(tmp_path, monkeypatch):
 
             def backward(self, top, propagate_down, bottom):
                 pass
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    path = tmp_path / "pyloss.prototxt"
-    path.write_text("""
+    """, """
         layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 2 dim: 3 } } }
         layer { name: "b" type: "Input" top: "b" input_param { shape { dim: 2 dim: 3 } } }
         layer { name: "loss" type: "Python" bottom: "a" bottom: "b" top: "loss" loss_weight: 1
                 python_param { module: "pyc_lite_test_pyloss" layer: "EuclideanLossLayer" } }
     """)
     try:
-        net = caffe.Net(str(path), caffe.TRAIN, allow_python=True)
+        net = caffe.Net(path, caffe.TRAIN, allow_python=True)
         out = net.forward(a=np.ones((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
         assert out["loss"].tolist() == [1.5]
         assert sys.modules["caffe"] is caffe and sys.modules["caffe.proto.caffe_pb2"] is caffe.caffe_pb2
