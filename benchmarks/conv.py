@@ -42,6 +42,11 @@ import platform
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _user_blas  # noqa: E402  (re-executes without the OpenBLAS pin, before NumPy loads)
+
+_user_blas.user_blas()
 import time
 
 import numpy as np
@@ -315,6 +320,7 @@ def main(argv=None):
         print(f"  measured {case.describe()}", file=sys.stderr, flush=True)
 
     print(f"# Convolution engines vs PyTorch CPU ({platform.machine()}, {os.cpu_count()} cores, float32)")
+    print(_user_blas.blas_header())
     peaks = [peak for _, (_, peak) in rows]
     print(f"NumPy {np.__version__} float32 GEMM peak (2048^3, the best of the {repeats + 1} runs beside each "
           f"case): {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s. {torch_note}.")

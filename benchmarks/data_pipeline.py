@@ -18,6 +18,11 @@ the table says so.
 import argparse
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _user_blas  # noqa: E402  (re-executes without the OpenBLAS pin, before NumPy loads)
+
+_user_blas.user_blas()
 import tempfile
 import time
 from pathlib import Path
@@ -199,6 +204,7 @@ def main(argv=None):
     if args.quick:
         args.iterations, args.images, args.seconds = 3, 32, 0.5
     import cv2
+    print(_user_blas.blas_header())
     print(f"machine: {os.cpu_count()} cores, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), "
           f"NumPy {np.__version__}")
     with tempfile.TemporaryDirectory(prefix="pycaffe_lite_bench_") as tmp:

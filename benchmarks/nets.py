@@ -41,6 +41,11 @@ import logging
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _user_blas  # noqa: E402  (re-executes without the OpenBLAS pin, before NumPy loads)
+
+_user_blas.user_blas()
 import tempfile
 import time
 
@@ -404,6 +409,7 @@ def main(argv=None):
     if worker is not None:
         worker.close()
     print(f"# Whole nets, pycaffe_lite vs PyTorch CPU ({os.cpu_count()} cores, float32, engine {args.engine})")
+    print(_user_blas.blas_header())
     clock = "process CPU time" if args.cpu_time else "wall-clock time"
     print(f"{note}. Times are medians ({clock}) per step; 'x torch' = PyTorch time / ours (above 1: we are faster); "
           "'agree' = relative difference of the two nets' logits (inference) or loss (training) on the same weights and input.\n")

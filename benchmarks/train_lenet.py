@@ -14,6 +14,11 @@ import argparse
 import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _user_blas  # noqa: E402  (re-executes without the OpenBLAS pin, before NumPy loads)
+
+_user_blas.user_blas()
 import tempfile
 import time
 
@@ -128,6 +133,7 @@ def main(argv=None):
     rows = [(name, s, loss()) for name, s, (_, loss) in zip(names, seconds, steppers)]
 
     print(f"LeNet training step, batch {args.batch}, {os.cpu_count()} CPUs, median of {args.repeats} x {args.iters} steps")
+    print(_user_blas.blas_header())
     print(f"{'framework':<40} {'ms/step':>9} {'images/s':>10} {'loss':>8}")
     for name, seconds, loss in rows:
         print(f"{name:<40} {seconds * 1000:9.2f} {args.batch / seconds:10.0f} {loss:8.4f}")
