@@ -289,7 +289,7 @@ def print_conv(rows, peak):
 def synthetic_train_net(model, batch):
     """models/<model>/train_val.prototxt for TRAIN, its Data layers replaced by Input blobs."""
     from google.protobuf import text_format
-    from pycaffe_lite.net import read_net_param
+    from pycaffe_lite.proto.files import read_net_param
     from pycaffe_lite.proto import caffe_pb2
     param = read_net_param(str(REPO / "models" / model / "train_val.prototxt"))
     data = [l for l in param.layer if l.type == "Data"]

@@ -87,7 +87,7 @@ ENGINE_VALUES = {"DEFAULT": 0, "CAFFE": 1, "AUTO": 1003, "FFT": 1000, "WINOGRAD"
 def load_param(name, engine):
     """The deploy NetParameter with the benchmark's batch, a loss when training, and the engine."""
     from google.protobuf import text_format
-    from pycaffe_lite.net import read_net_param
+    from pycaffe_lite.proto.files import read_net_param
     source, batch, train, image, classes = NETS[name]
     if source.endswith(".prototxt"):
         param = read_net_param(os.path.join(ROOT, source))

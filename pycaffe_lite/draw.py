@@ -1,7 +1,7 @@
 """Draw a NetParameter as a graph (pycaffe's caffe.draw).
 
     from pycaffe_lite import draw
-    from pycaffe_lite.net import read_net_param
+    from pycaffe_lite.proto.files import read_net_param
     draw.draw_net_to_file(read_net_param("lenet.prototxt"), "lenet.png", rankdir="LR")
 
 Layers are boxes (convolutions red, pooling orange, inner products purple,

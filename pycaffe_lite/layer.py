@@ -22,7 +22,7 @@ import importlib
 import numpy as np
 
 from .blob import Blob
-from .proto import caffe_pb2
+from .proto import caffe_pb2, upgrade
 
 _REGISTRY = {}
 _V1_NAMES = {}
@@ -61,6 +61,9 @@ def v1_type_names():
     """V1 enum name -> type string, for the legacy upgrade."""
     _load_builtin_layers()
     return dict(_V1_NAMES)
+
+
+upgrade.register_v1_names(v1_type_names)   # legacy nets upgrade to the registered types
 
 
 def layer_class(type_name, layer_name="?"):

@@ -12,133 +12,19 @@ import logging
 import os
 
 import numpy as np
-from google.protobuf import text_format
 
-from . import backend, upgrade
+from . import backend
 from .blob import Blob
 from .io_utils import write_bytes_atomic
 from .layer import create_layer
 from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
+from .proto.blobs import array_to_blob_proto, blob_proto_shape, blob_proto_to_array, blob_shape_matches
+from .proto.files import read_net_param, read_weights, upgraded_net
 
 log = logging.getLogger("pycaffe_lite")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
-
-
-# --------------------------------------------------------------------------
-# Reading prototxt and binary protos
-# --------------------------------------------------------------------------
-def _read(path, mode):
-    try:
-        with open(path, mode) as handle:
-            return handle.read()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def read_text_proto(path, message):
-    """Parse a text-format protobuf file; errors name the file, line and column."""
-    try:
-        text_format.Merge(_read(path, "r"), message)
-    except text_format.ParseError as exc:
-        raise ValueError(f"{path}:{exc}") from None
-    return message
-
-
-def read_binary_proto(path, message):
-    try:
-        message.ParseFromString(_read(path, "rb"))
-    except Exception as exc:  # protobuf's DecodeError
-        raise ValueError(f"{path}: not a binary {message.DESCRIPTOR.name} ({exc})") from None
-    return message
-
-
-def _upgraded(param, source):
-    if upgrade.net_needs_upgrade(param):
-        upgrade.upgrade_net(param, str(source))
-    return param
-
-
-def read_net_param(path):
-    """A NetParameter from a prototxt, upgraded from legacy formats."""
-    return _upgraded(read_text_proto(path, caffe_pb2.NetParameter()), path)
-
-
-def read_solver_param(path):
-    param = read_text_proto(path, caffe_pb2.SolverParameter())
-    upgrade.upgrade_solver(param)
-    return param
-
-
-def read_weights(path):
-    """A trained NetParameter (.caffemodel), upgraded from legacy formats."""
-    return _upgraded(read_binary_proto(path, caffe_pb2.NetParameter()), path)
-
-
-# --------------------------------------------------------------------------
-# Blobs <-> BlobProto
-# --------------------------------------------------------------------------
-def blob_proto_shape(proto):
-    """The shape a BlobProto describes (new `shape` field or legacy 4-D)."""
-    if proto.HasField("shape"):
-        return tuple(int(d) for d in proto.shape.dim)
-    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
-        return (proto.num, proto.channels, proto.height, proto.width)
-    return (len(proto.double_data) or len(proto.data),)
-
-
-def _legacy_shape(shape):
-    if len(shape) > 4:
-        return None
-    return (1,) * (4 - len(shape)) + tuple(shape)
-
-
-def blob_shape_matches(shape, proto):
-    """Caffe's Blob::ShapeEquals: legacy 4-D protos match any shape padded with leading 1s."""
-    if not proto.HasField("shape") and any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
-        return _legacy_shape(shape) == (proto.num, proto.channels, proto.height, proto.width)
-    return tuple(shape) == blob_proto_shape(proto)
-
-
-def blob_proto_to_array(proto, want_diff=False):
-    values = (proto.double_diff or proto.diff) if want_diff else (proto.double_data or proto.data)
-    dtype = np.float64 if (proto.double_diff if want_diff else proto.double_data) else np.float32
-    array = np.asarray(values, dtype=dtype)
-    shape = blob_proto_shape(proto)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"BlobProto holds {array.size} values for shape {shape}")
-    return array.reshape(shape)
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packed(field, array, dtype):
-    """The wire bytes of a packed repeated float/double field: far faster than extend()
-    for the millions of weights of a real net (protobuf copies the bytes as they are)."""
-    raw = np.ascontiguousarray(backend.to_numpy(array), dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-    number = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name[field].number
-    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
-
-
-def array_to_blob_proto(array, diff=None):
-    """A BlobProto with the new-style shape; float64 arrays go to double_data."""
-    proto = caffe_pb2.BlobProto()
-    proto.shape.dim.extend(int(d) for d in array.shape)
-    double = np.dtype(array.dtype) == np.float64
-    names, dtype = (("double_data", "double_diff"), np.float64) if double else (("data", "diff"), np.float32)
-    payload = _packed(names[0], array, dtype)
-    if diff is not None:
-        payload += _packed(names[1], diff, dtype)
-    proto.MergeFromString(payload)
-    return proto
 
 
 # --------------------------------------------------------------------------
@@ -255,7 +141,7 @@ class Net(NetHelpersMixin):
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(model)
-            _upgraded(param, "<NetParameter>")
+            upgraded_net(param, "<NetParameter>")
             self.source = "<NetParameter>"
         else:
             param = read_net_param(os.fspath(model))

@@ -4,7 +4,8 @@ import pytest
 from google.protobuf import text_format
 
 import pycaffe_lite as caffe
-from pycaffe_lite.net import Net, insert_splits, read_net_param
+from pycaffe_lite.net import Net, insert_splits
+from pycaffe_lite.proto.files import read_net_param
 from pycaffe_lite.proto import caffe_pb2
 from conftest import fixture_path
 

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from pycaffe_lite import upgrade
+from pycaffe_lite.proto import upgrade
 from pycaffe_lite.proto import caffe_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[1]

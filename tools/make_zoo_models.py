@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pycaffe_lite.zoo import architectures as A  # noqa: E402
-from pycaffe_lite.zoo.prototxt import to_text  # noqa: E402
+from pycaffe_lite.proto.text import to_text  # noqa: E402
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 HEADER = ("{title}\n"

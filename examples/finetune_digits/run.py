@@ -135,8 +135,9 @@ def test_accuracies(log):
 
 def net_copy(template):
     """work/<template's name>: the example's net reading its LMDBs from the work folder."""
-    from pycaffe_lite.zoo.prototxt import read_net, write_text
-    param = read_net(template)
+    from pycaffe_lite.proto.files import read_net_param
+    from pycaffe_lite.proto.text import write_text
+    param = read_net_param(template)
     for layer in param.layer:
         if layer.type == "Data":
             layer.data_param.source = str(WORK / Path(layer.data_param.source).name)
@@ -148,7 +149,7 @@ def net_copy(template):
 def solver_copy(template, name, seed, net, iterations=None, test_interval=None):
     """work/<name>_solver.prototxt: `template` with its own net, seed, snapshot prefix (and length)."""
     from pycaffe_lite.proto import caffe_pb2
-    from pycaffe_lite.zoo.prototxt import parse_text, write_text
+    from pycaffe_lite.proto.text import parse_text, write_text
     solver = parse_text(template.read_text(), caffe_pb2.SolverParameter())
     solver.random_seed = seed
     solver.snapshot_prefix = str(WORK / name)

@@ -228,7 +228,8 @@ def _without_weight_fillers(param):
 
 def build_net_for_summary(model, phase=None, level=0, stages=(), allow_python=None):
     """A Net of a prototxt path or NetParameter, built with cheap (zero) parameter fillers."""
-    from ..net import TEST, Net, read_net_param
+    from ..net import TEST, Net
+    from ..proto.files import read_net_param
     from ..proto import caffe_pb2
     param = model if isinstance(model, caffe_pb2.NetParameter) else read_net_param(model)
     return Net(_without_weight_fillers(param), phase=TEST if phase is None else phase, level=level,

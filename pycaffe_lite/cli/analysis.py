@@ -27,7 +27,7 @@ def summarize_command(args):
         net = build_net_for_summary(args.model, phase=phase, level=args.level, stages=args.stage or (),
                                     allow_python=args.allow_python or None)
     except (ValueError, OSError, RuntimeError) as exc:
-        from ..net import read_net_param
+        from ..proto.files import read_net_param
         try:
             data_layers = [layer.name for layer in read_net_param(args.model).layer if layer.type in _DATA_TYPES]
         except (ValueError, OSError):
@@ -82,7 +82,7 @@ def plot_command(args):
 # ---- draw_net -----------------------------------------------------------------------
 def draw_command(args):
     from .. import draw
-    from ..net import read_net_param
+    from ..proto.files import read_net_param
     net = read_net_param(args.input_net_proto_file)
     phase = None if args.phase.upper() == "ALL" else _phase(args.phase)
     if phase is None and args.phase.upper() != "ALL":

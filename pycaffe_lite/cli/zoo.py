@@ -129,7 +129,8 @@ def cmd_zoo_fetch(args):
 def cmd_surgery(args):
     from ..zoo import surgery
     from ..zoo.convert import arrays_to_weights, weights_to_arrays
-    from ..zoo.prototxt import read_net, to_text
+    from ..proto.files import read_net_param
+    from ..proto.text import to_text
     from ..io_utils import write_bytes_atomic
 
     # Every argument is checked before anything is read or written: a failed command writes nothing.
@@ -163,7 +164,7 @@ def cmd_surgery(args):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise ValueError(f"cannot write {path}: folder {folder} does not exist")
-    net_param = read_net(args.model)
+    net_param = read_net_param(args.model)
     out_weights = None
     report = None
     if args.fc_to_conv or args.input_channels is not None:

@@ -33,9 +33,10 @@ from google.protobuf import text_format
 
 from .. import backend
 from ..backend import get_array_module
-from ..net import TEST, TRAIN, Net, read_net_param, read_solver_param
+from ..net import TEST, TRAIN, Net
+from ..proto.files import read_net_param, read_solver_param
 from ..proto import caffe_pb2
-from ..upgrade import upgrade_snapshot_prefix
+from ..proto.upgrade import upgrade_snapshot_prefix
 from . import fused
 from . import state as state_io
 from .lr_policy import check_policy, learning_rate
@@ -88,7 +89,7 @@ def _as_solver_param(solver):
     if isinstance(solver, caffe_pb2.SolverParameter):
         param = caffe_pb2.SolverParameter()
         param.CopyFrom(solver)
-        from ..upgrade import upgrade_solver
+        from ..proto.upgrade import upgrade_solver
         upgrade_solver(param)
         return param
     return read_solver_file(solver)

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import backend
 from ..io_utils import atomic_write, write_bytes_atomic
-from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto, read_weights
+from ..proto.blobs import array_to_blob_proto, blob_proto_to_array
+from ..proto.files import read_binary_proto, read_weights
 from ..proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite.solver")

@@ -10,7 +10,7 @@ cannot run code.
 
 The upgrade functions mirror Caffe's tools of the same names
 (`upgrade_net_proto_text`, `upgrade_net_proto_binary`,
-`upgrade_solver_proto_text`) over `pycaffe_lite.upgrade`.
+`upgrade_solver_proto_text`) over `pycaffe_lite.proto.upgrade`.
 """
 import collections
 import logging
@@ -19,11 +19,12 @@ import zipfile
 
 import numpy as np
 
-from .. import upgrade
+from ..proto import upgrade
 from ..io_utils import atomic_write, write_bytes_atomic
-from ..net import array_to_blob_proto, blob_proto_to_array, read_binary_proto, read_text_proto, read_weights
+from ..proto.blobs import array_to_blob_proto, blob_proto_to_array
+from ..proto.files import read_binary_proto, read_text_proto, read_weights
 from ..proto import caffe_pb2
-from .prototxt import to_text
+from ..proto.text import to_text
 
 log = logging.getLogger("pycaffe_lite")
 

@@ -276,7 +276,7 @@ class SurgeryReport:
 
 def _source_layers(weights):
     """[(origin, NetParameter)] for paths or NetParameters."""
-    from ..net import read_weights
+    from ..proto.files import read_weights
     out = []
     for item in weights:
         if isinstance(item, caffe_pb2.NetParameter):
@@ -316,7 +316,7 @@ def transplant(net, weights, rename=None, strict=False):
     wanted = {rename.get(name, name): name for name in target}       # source name -> target name
     used = set()
     mismatch = {}
-    from ..net import blob_proto_shape, blob_proto_to_array, blob_shape_matches
+    from ..proto.blobs import blob_proto_shape, blob_proto_to_array, blob_shape_matches
     for origin, param in sources:
         for src in param.layer:
             if not src.blobs:

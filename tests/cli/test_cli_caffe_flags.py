@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pycaffe_lite.cli import main
-from pycaffe_lite.net import array_to_blob_proto, read_weights
+from pycaffe_lite.proto.blobs import array_to_blob_proto
+from pycaffe_lite.proto.files import read_weights
 from pycaffe_lite.proto import caffe_pb2
 
 # base_lr 0 keeps the weights as loaded, so the snapshot after the one iteration shows what was loaded.

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import fixture_path
 from pycaffe_lite.cli import main
-from pycaffe_lite.net import read_weights
+from pycaffe_lite.proto.files import read_weights
 
 RTOL = 1e-4
 

@@ -13,7 +13,7 @@ from toy_layers import counter_layer, quadratic_layer, write_solver  # noqa: E40
 
 from pycaffe_lite import backend  # noqa: E402
 from pycaffe_lite.cli import main  # noqa: E402
-from pycaffe_lite.net import read_weights  # noqa: E402
+from pycaffe_lite.proto.files import read_weights  # noqa: E402
 
 SOLVER = ('base_lr: 0.1 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 3 display: 1 max_iter: {max_iter} '
           'test_iter: 2 test_interval: 2 snapshot: {snapshot} snapshot_prefix: "snap/toy" solver_mode: CPU {extra}\n')

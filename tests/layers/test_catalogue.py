@@ -47,7 +47,7 @@ def test_every_caffe_type_is_registered_at_once():
 
 def test_every_v1_layer_enum_maps_to_a_registered_type():
     """Legacy V1 nets (layers { type: CONVOLUTION }) name types by enum; each must reach a layer."""
-    from pycaffe_lite.upgrade import v1_type_name
+    from pycaffe_lite.proto.upgrade import v1_type_name
     registered = set(caffe.layer_type_list())
     enum = caffe_pb2.V1LayerParameter.LayerType
     unmapped = []

@@ -16,7 +16,8 @@ import pytest
 from google.protobuf import text_format
 
 import pycaffe_lite as caffe
-from pycaffe_lite.net import filter_net, read_net_param
+from pycaffe_lite.net import filter_net
+from pycaffe_lite.proto.files import read_net_param
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.solvers import get_solver
 from conftest import FIXTURES, fixture_path

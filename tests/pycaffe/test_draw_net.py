@@ -7,7 +7,7 @@ import pytest
 
 from pycaffe_lite import draw
 from pycaffe_lite.cli import main as cli_main
-from pycaffe_lite.net import read_net_param
+from pycaffe_lite.proto.files import read_net_param
 from pycaffe_lite.proto import caffe_pb2
 from conftest import REPO, fixture_path
 

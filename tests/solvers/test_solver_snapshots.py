@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import fixture_path
-from pycaffe_lite.net import read_weights
+from pycaffe_lite.proto.files import read_weights
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.solvers import get_solver
 from toy_layers import quadratic_layer, write_solver

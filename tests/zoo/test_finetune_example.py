@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pycaffe_lite.zoo.prototxt import read_net
+from pycaffe_lite.proto.files import read_net_param
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "finetune_digits"
@@ -57,10 +57,10 @@ def test_the_nets_read_the_work_folder_and_carry_the_learning_rates(finished_run
     _, work, _ = finished_run
 
     def lr_mults(path):
-        return {layer.name: [p.lr_mult for p in layer.param] for layer in read_net(path).layer if layer.param}
+        return {layer.name: [p.lr_mult for p in layer.param] for layer in read_net_param(path).layer if layer.param}
 
     for name in ("source_train_test.prototxt", "target_train_test.prototxt"):
-        sources = [layer.data_param.source for layer in read_net(work / name).layer if layer.type == "Data"]
+        sources = [layer.data_param.source for layer in read_net_param(work / name).layer if layer.type == "Data"]
         assert sources and all(Path(source).parent == work for source in sources)
     recipe = lr_mults(work / "target_recipe_train_test.prototxt")
     assert recipe["conv1"] == pytest.approx([0.1, 0.2]) and recipe["ip2_5to9"] == [1, 2]

@@ -11,7 +11,7 @@ import pytest
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.zoo import architectures as A
 from pycaffe_lite.zoo import count_params
-from pycaffe_lite.zoo.prototxt import parse_text, to_text
+from pycaffe_lite.proto.text import parse_text, to_text
 
 from conftest import REPO, fixture_path
 
@@ -187,7 +187,7 @@ def test_text_writer_matches_caffe_byte_for_byte():
     path = fixture_path("legacy", "lenet_train_test_upgraded.prototxt")
     text = path.read_text()
     assert to_text(parse_text(text, caffe_pb2.NetParameter())) == text
-    from pycaffe_lite.zoo.prototxt import format_float
+    from pycaffe_lite.proto.text import format_float
     assert [format_float(v) for v in (1.0, 0.1, 5e-05, 0.00390625, 1e10, 0.2)] == \
         ["1", "0.1", "5e-05", "0.00390625", "1e+10", "0.2"]
     assert format_float(np.float32(1 / 3)) == "0.333333343"

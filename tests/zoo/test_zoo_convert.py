@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from pycaffe_lite.cli import main
-from pycaffe_lite.net import read_weights
+from pycaffe_lite.proto.files import read_weights
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.zoo.convert import (caffemodel_to_npz, load_npz, npz_to_caffemodel, upgrade_net_proto_binary,
                                       upgrade_net_proto_text, upgrade_solver_proto_text, weights_to_arrays)
-from pycaffe_lite.zoo.prototxt import parse_text, to_text
+from pycaffe_lite.proto.text import parse_text, to_text
 
 from conftest import fixture_path
 

@@ -6,7 +6,7 @@ import pytest
 
 from pycaffe_lite.cli import main
 from pycaffe_lite.proto import caffe_pb2
-from pycaffe_lite.zoo.prototxt import parse_text, to_text
+from pycaffe_lite.proto.text import parse_text, to_text
 
 from conftest import REPO, fixture_path
 

@@ -1,4 +1,4 @@
-"""Protobuf text format written exactly as BVLC Caffe writes it.
+"""Protobuf text format: read with errors naming the source, written exactly as BVLC Caffe writes it.
 
 Caffe's tools (`upgrade_net_proto_text`, `WriteProtoToTextFile`) print
 messages with C++ `google::protobuf::TextFormat`: fields in field-number
@@ -15,7 +15,6 @@ import struct
 from google.protobuf import descriptor, text_encoding, text_format
 
 from ..io_utils import atomic_write
-from ..proto import caffe_pb2
 
 _FD = descriptor.FieldDescriptor
 
@@ -113,14 +112,3 @@ def parse_text(text, message, source="<string>"):
         raise ValueError(f"{source}:{exc}") from None
     return message
 
-
-def read_net(path):
-    """A NetParameter from a prototxt, legacy formats upgraded (the Net's reader)."""
-    from ..net import read_net_param
-    return read_net_param(str(path))
-
-
-def read_solver(path):
-    """A SolverParameter from a prototxt, legacy `solver_type` upgraded."""
-    from ..net import read_solver_param
-    return read_solver_param(str(path))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .proto import caffe_pb2
+from . import caffe_pb2
 
 __all__ = [
     "V1_TYPE_NAMES",
@@ -48,6 +48,7 @@ __all__ = [
     "net_needs_batchnorm_upgrade",
     "upgrade_net",
     "solver_needs_upgrade",
+    "register_v1_names",
     "upgrade_solver",
     "upgrade_snapshot_prefix",
     "v1_type_name",
@@ -178,12 +179,22 @@ def _describe(name: str, index: int) -> str:
 # Type tables
 # ---------------------------------------------------------------------------
 
+_V1_NAME_SOURCES = []
+
+
+def register_v1_names(source):
+    """Add `source` (a callable: V1 enum name -> type string) to the names the upgrade consults
+    before its own table.  The layer registry registers itself (pycaffe_lite.layer), so a layer
+    declared with `register(..., v1=...)` upgrades to its own type; the proto floor stays below it."""
+    if source not in _V1_NAME_SOURCES:
+        _V1_NAME_SOURCES.append(source)
+
+
 def _registry_v1_names() -> dict:
-    try:
-        from .layer import v1_type_names
-    except ImportError:
-        return {}
-    return v1_type_names()
+    names = {}
+    for source in _V1_NAME_SOURCES:
+        names.update(source())
+    return names
 
 
 def v1_type_name(v1_type: int, layer_desc: str = "layer", _registry=None) -> str:
