@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-GLOBAL = "global"
+from ..geometry import GLOBAL, conv_extent, conv_spatial, pool_window
 
 # Layers whose output pixel i sees exactly input pixel i (pointwise, channel-wise or
 # stacking along channels): the receptive field passes through, the widest one of the bottoms.
@@ -83,53 +83,6 @@ class NetSummary:
         raise KeyError(f"no layer '{name}' in the summary of {self.name}")
 
 
-# ---------------------------------------------------------------------------
-# geometry of Caffe's spatial layers
-# ---------------------------------------------------------------------------
-def _spatial_values(repeated, h_value, w_value, has_hw, n, default):
-    """Caffe's rule: explicit _h/_w, else one value for all axes, else one per axis."""
-    if has_hw:
-        return [h_value, w_value]
-    values = list(repeated)
-    if not values:
-        return [default] * n
-    if len(values) == 1:
-        return values * n
-    return values[:n]
-
-
-def conv_geometry(layer_param, n_spatial):
-    """(kernel, stride, pad, dilation) lists over the spatial axes of a Convolution/Deconvolution."""
-    p = layer_param.convolution_param
-    kernel = _spatial_values(p.kernel_size, p.kernel_h, p.kernel_w,
-                             p.HasField("kernel_h") or p.HasField("kernel_w"), n_spatial, 1)
-    stride = _spatial_values(p.stride, p.stride_h, p.stride_w,
-                             p.HasField("stride_h") or p.HasField("stride_w"), n_spatial, 1)
-    pad = _spatial_values(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), n_spatial, 0)
-    dilation = _spatial_values(p.dilation, 1, 1, False, n_spatial, 1)
-    return kernel, stride, pad, dilation
-
-
-def pool_geometry(layer_param, bottom_shape):
-    """(kernel, stride, pad) of a Pooling layer (global pooling: kernel = the bottom's H x W)."""
-    p = layer_param.pooling_param
-    if p.global_pooling:
-        return list(bottom_shape[2:4]), [1, 1], [0, 0]
-    if p.HasField("kernel_h") or p.HasField("kernel_w"):
-        kernel = [p.kernel_h, p.kernel_w]
-    else:
-        kernel = [p.kernel_size, p.kernel_size]
-    if p.HasField("stride_h") or p.HasField("stride_w"):
-        stride = [p.stride_h, p.stride_w]
-    else:
-        stride = [p.stride, p.stride]
-    if p.HasField("pad_h") or p.HasField("pad_w"):
-        pad = [p.pad_h, p.pad_w]
-    else:
-        pad = [p.pad, p.pad]
-    return kernel, stride, pad
-
-
 def _is_spatial(shape):
     return shape is not None and len(shape) >= 4
 
@@ -161,17 +114,17 @@ def _propagate(layer_type, layer_param, bottom_fields, bottom_shapes, top_shape)
     if not _is_spatial(top_shape):
         return GLOBAL
     if layer_type in ("Convolution", "Im2col"):
-        kernel, step, _pad, dilation = conv_geometry(layer_param, n)
-        extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+        kernel, step, _pad, dilation = conv_spatial(layer_param, n)
+        extent = conv_extent(kernel, dilation)
         return (tuple(r + (e - 1) * s for r, e, s in zip(rf, extent, stride)),
                 tuple(s * t for s, t in zip(stride, step)))
     if layer_type == "Pooling":
-        kernel, step, _pad = pool_geometry(layer_param, bottom_shapes[0])
+        kernel, step, _pad = pool_window(layer_param, bottom_shapes[0])
         return (tuple(r + (k - 1) * s for r, k, s in zip(rf, kernel, stride)),
                 tuple(s * t for s, t in zip(stride, step)))
     if layer_type == "Deconvolution":
-        kernel, step, _pad, dilation = conv_geometry(layer_param, n)
-        extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+        kernel, step, _pad, dilation = conv_spatial(layer_param, n)
+        extent = conv_extent(kernel, dilation)
         # One output pixel gathers ceil(extent / step) neighbouring input pixels.
         return (tuple(r + (math.ceil(e / t) - 1) * s for r, e, s, t in zip(rf, extent, stride, step)),
                 tuple(s / t for s, t in zip(stride, step)))
@@ -380,5 +333,5 @@ def summary_to_dict(summary):
     }
 
 
-__all__ = ["GLOBAL", "LayerSummary", "NetSummary", "build_net_for_summary", "conv_geometry", "format_summary", "human",
-           "pool_geometry", "summarize", "summary_to_dict"]
+__all__ = ["GLOBAL", "LayerSummary", "NetSummary", "build_net_for_summary", "format_summary", "human",
+           "summarize", "summary_to_dict"]

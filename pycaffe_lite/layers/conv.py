@@ -24,51 +24,17 @@ lists the choices, and `layer.engine_name` says what a layer runs); DEFAULT
 (conv/choice.py says why).  An engine asked for by name that cannot run the
 layer's geometry is an error.
 """
+from ..backend import get_array_module
 from ..conv import choice, nd
 from ..conv import im2col as im2col_engine
 from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
-from ..backend import get_array_module
+from ..geometry import conv_spatial
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
 _ENGINE_ENUM = {0: "DEFAULT", 1: "CAFFE", 2: "CUDNN", 1000: "FFT", 1001: "WINOGRAD",
                 1002: "WINOGRAD4", 1003: "AUTO"}
-
-
-def spatial_settings(p, layer, num_spatial):
-    """(kernel, stride, pad, dilation) lists of length num_spatial, Caffe's rules and messages."""
-    def per_axis(name, repeated, has_hw, h, w, default):
-        if has_hw:
-            if num_spatial != 2:
-                raise ValueError(layer.error(f"{name}_h & {name}_w can only be used for 2D convolution."))
-            if len(repeated):
-                raise ValueError(layer.error(f"Either {name} or {name}_h/w should be specified; not both."))
-            return [int(h), int(w)]
-        n = len(repeated)
-        allowed = (1, num_spatial) if default is None else (0, 1, num_spatial)
-        if n not in allowed:
-            field = "kernel_size" if name == "kernel" else name
-            raise ValueError(layer.error(
-                f"{field} must be specified once, or once per spatial dimension ({field} specified "
-                f"{n} times; {num_spatial} spatial dims)."))
-        if n == 0:
-            return [default] * num_spatial
-        return [int(repeated[0 if n == 1 else i]) for i in range(num_spatial)]
-
-    kernel = per_axis("kernel", p.kernel_size, p.HasField("kernel_h") or p.HasField("kernel_w"),
-                      p.kernel_h, p.kernel_w, None)
-    if min(kernel) <= 0:
-        raise ValueError(layer.error(f"Filter dimensions must be nonzero, got kernel {kernel}."))
-    stride = per_axis("stride", p.stride, p.HasField("stride_h") or p.HasField("stride_w"),
-                      p.stride_h, p.stride_w, 1)
-    if min(stride) <= 0:
-        raise ValueError(layer.error(f"Stride dimensions must be nonzero, got stride {stride}."))
-    pad = per_axis("pad", p.pad, p.HasField("pad_h") or p.HasField("pad_w"), p.pad_h, p.pad_w, 0)
-    dilation = per_axis("dilation", p.dilation, False, 0, 0, 1)
-    if min(dilation) <= 0:
-        raise ValueError(layer.error(f"Dilation must be at least 1, got dilation {dilation}."))
-    return kernel, stride, pad, dilation
 
 
 def parse_spatial(layer, blob, max_spatial=2):
@@ -92,7 +58,7 @@ def parse_spatial(layer, blob, max_spatial=2):
 def as_geometry(layer, num_spatial, group=1):
     """ConvGeometry (2-D; a 1-D layer gets height 1), or an NDGeometry for three or more
     spatial axes, from the layer's parameters."""
-    kernel, stride, pad, dilation = spatial_settings(layer.layer_param.convolution_param, layer, num_spatial)
+    kernel, stride, pad, dilation = conv_spatial(layer.layer_param, num_spatial, layer.error)
     if num_spatial > 2:
         return nd.NDGeometry(tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), group)
     if num_spatial == 1:

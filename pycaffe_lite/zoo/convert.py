@@ -94,11 +94,9 @@ def _static_param_shapes(layer):
     count = num_param_blobs(layer)
     shapes = [None] * count
     if layer.type in ("Convolution", "Deconvolution") and count:
-        from ..analysis.summary import conv_geometry
+        from ..geometry import conv_num_spatial, conv_spatial, has_conv_kernel
         p = layer.convolution_param
-        kernel = None
-        if p.kernel_size or p.HasField("kernel_h") or p.HasField("kernel_w"):
-            kernel = conv_geometry(layer, max(2, len(p.kernel_size)))[0]     # 2-D unless told otherwise
+        kernel = conv_spatial(layer, conv_num_spatial(layer))[0] if has_conv_kernel(layer) else None
         group = p.group or 1
         if layer.type == "Convolution":
             shapes[0] = (p.num_output, None, *kernel) if kernel else None

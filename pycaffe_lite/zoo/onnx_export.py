@@ -15,6 +15,7 @@ accuracies, data readers) are refused: export a deploy net.
 import numpy as np
 
 from ..backend import to_numpy
+from ..geometry import conv_spatial, pool_window
 
 OPSET = 13
 
@@ -26,21 +27,6 @@ def _onnx():
     except ImportError as exc:
         raise RuntimeError(f"ONNX export needs the 'onnx' package ({exc}); pip install onnx") from None
     return onnx, helper, numpy_helper
-
-
-def _pairs(param, name, default):
-    """Caffe's (h, w) for kernel/stride/pad of Convolution or Pooling parameters."""
-    h, w = getattr(param, f"{name}_h", 0), getattr(param, f"{name}_w", 0)
-    if h or w:
-        return int(h), int(w)
-    plural = {"kernel": "kernel_size"}.get(name, name)
-    values = getattr(param, plural)
-    if isinstance(values, int):
-        return (values, values) if values else (default, default)
-    values = list(values)
-    if not values:
-        return default, default
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 class _Graph:
@@ -131,11 +117,7 @@ def _emit(g, layer, name, bottoms, tops, net):
         c = p.convolution_param
         if c.axis != 1 or len(net.blobs[net.bottom_names[name][0]].shape) != 4:
             raise ValueError(f"layer '{name}': only 2-D convolutions (N, C, H, W) export to ONNX")
-        kh, kw = _pairs(c, "kernel", 1)
-        sh, sw = _pairs(c, "stride", 1)
-        ph, pw = _pairs(c, "pad", 0)
-        dil = list(c.dilation) or [1]
-        dh, dw = (dil[0], dil[0]) if len(dil) == 1 else dil[:2]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv_spatial(p, 2)
         params = _params(layer)
         inputs = [x, g.const(f"{name}/W", params[0])]
         if len(params) > 1:
@@ -152,9 +134,7 @@ def _emit(g, layer, name, bottoms, tops, net):
         if q.global_pooling:
             g.node(f"Global{method}Pool", [x], [y], name=name)
             return
-        kh, kw = _pairs(q, "kernel", 1)
-        sh, sw = _pairs(q, "stride", 1)
-        ph, pw = _pairs(q, "pad", 0)
+        (kh, kw), (sh, sw), (ph, pw) = pool_window(p, shape)
         if (kh, kw) == tuple(shape[2:]) and not (ph or pw):
             g.node(f"Global{method}Pool", [x], [y], name=name)
             return
