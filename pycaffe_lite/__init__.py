@@ -11,36 +11,32 @@ AdaDeltaSolver, AdamSolver, get_solver) come from `pycaffe_lite.solvers`,
 imported the first time one of them is asked for.
 """
 import logging as _logging
+import sys as _sys
 import time as _time
 
-from . import io  # noqa: F401  (caffe.io, as pycaffe imports it)
+from . import layers as _layer_implementations  # noqa: F401  (importing registers every built-in layer)
 from . import proto  # noqa: F401  (caffe.proto.caffe_pb2)
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .blob import Blob
-from .classifier import Classifier
-from .detector import Detector
 from .layer import Layer, layer_type_list, register
+from .layers.core import before_python_layer_import
 from .net import TEST, TRAIN, Net, allow_python_layers
-from .net_spec import NetSpec, params, to_proto
 from .proto import caffe_pb2
-from . import layers  # noqa: E402  (the built-in layer implementations; importing registers them)
-from . import net_spec as _net_spec
+from .pycaffe import classifier, coord_map, detector, draw, io, net_spec  # noqa: F401  (caffe.io, caffe.draw, ...)
+from .pycaffe.alias import SUBMODULES as _PYCAFFE_SUBMODULES, alias_as_caffe
+from .pycaffe.classifier import Classifier
+from .pycaffe.detector import Detector
+# As BVLC's caffe/__init__.py: `caffe.layers` is NetSpec's layer factory L (L.Convolution(...)), bound
+# after the implementation package was imported; that package is reached by module path
+# (`from pycaffe_lite.layers.conv import ...`, importlib), never as the attribute `pycaffe_lite.layers`.
+from .pycaffe.net_spec import NetSpec, layers, params, to_proto
 
-
-def _net_spec_layer(name):
-    """`caffe.layers` is pycaffe's NetSpec pseudo-module L (L.Convolution(...)), but here the
-    name is also the package of layer implementations.  Layer types are CamelCase and the
-    package's modules lowercase, so CamelCase names that the package lacks resolve to
-    NetSpec layer functions (PEP 562 module __getattr__)."""
-    if name[:1].isupper():
-        return getattr(_net_spec.layers, name)
-    raise AttributeError(f"module 'pycaffe_lite.layers' has no attribute '{name}'")
-
-
-# Set here rather than in layers/__init__.py (owned by the layer engineers); moving this
-# function there is equivalent.
-if not hasattr(layers, "__getattr__"):
-    layers.__getattr__ = _net_spec_layer
+before_python_layer_import(alias_as_caffe)
+# `import pycaffe_lite.io`, `from pycaffe_lite.classifier import Classifier`: pycaffe's module names
+for _name, _here in _PYCAFFE_SUBMODULES.items():
+    if _here.startswith("pycaffe."):
+        _sys.modules.setdefault(f"{__name__}.{_name}", _sys.modules[f"{__name__}.{_here}"])
+del _name, _here
 
 __version__ = "0.1.0"
 
@@ -102,25 +98,6 @@ def set_solver_rank(rank):
 
 def set_multiprocess(multiprocess):
     pass
-
-
-def alias_as_caffe():
-    """Make `import caffe` (and `from caffe.proto import caffe_pb2`, `caffe.io`, ...) give
-    pycaffe_lite, for code written for pycaffe that one cannot edit: Caffe's own Python layers
-    and notebooks.  Nothing is done when a module named caffe can be imported already (a real
-    pycaffe wins).  Loading a Python layer calls this; returns True when the alias is in place."""
-    import importlib.util
-    import sys
-    if sys.modules.get("caffe") is sys.modules[__name__]:
-        return True
-    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
-        return False
-    from . import coord_map, draw, net_spec  # noqa: F401  (the submodules pycaffe has)
-    sys.modules["caffe"] = sys.modules[__name__]
-    for name in ("proto", "proto.caffe_pb2", "io", "draw", "net_spec", "classifier", "detector", "coord_map"):
-        sys.modules["caffe." + name] = importlib.import_module(f"{__name__}.{name}")
-    sys.modules["caffe.pycaffe"] = sys.modules[__name__]
-    return True
 
 
 class Timer:

@@ -2,7 +2,9 @@
 
 `Net` inherits `NetHelpersMixin`, so every net, including the ones a solver
 builds, has these methods, as pycaffe's monkey-patched `caffe.Net` does
-(python/caffe/pycaffe.py).  They only use the Net's public surface
+(python/caffe/pycaffe.py).  They stay at the net floor rather than being
+attached from the pycaffe surface: a Net then behaves the same whatever was
+imported, and `Net.copy_from` reads HDF5 weights through `load_hdf5`.  They only use the Net's public surface
 (`blobs`, `inputs`, `outputs`, `forward`, `backward`, `layers`, ...).
 
 Arrays returned here are NumPy arrays, also in GPU mode, as pycaffe's are.

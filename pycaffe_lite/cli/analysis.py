@@ -81,7 +81,7 @@ def plot_command(args):
 
 # ---- draw_net -----------------------------------------------------------------------
 def draw_command(args):
-    from .. import draw
+    from ..pycaffe import draw
     from ..proto.files import read_net_param
     net = read_net_param(args.input_net_proto_file)
     phase = None if args.phase.upper() == "ALL" else _phase(args.phase)

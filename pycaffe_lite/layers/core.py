@@ -123,11 +123,21 @@ class DummyDataLayer(Layer):
         pass
 
 
+_before_python_import = []
+
+
+def before_python_layer_import(hook):
+    """Call `hook()` before a Python layer's module is imported.  The package face registers
+    alias_as_caffe, so that layers written for pycaffe can `import caffe` (Caffe's own examples do)."""
+    if hook not in _before_python_import:
+        _before_python_import.append(hook)
+
+
 def python_layer_class(layer_param):
     """The user's class named by python_param { module layer } (importing runs its code)."""
     p = layer_param.python_param
-    from .. import alias_as_caffe
-    alias_as_caffe()      # Python layers written for pycaffe `import caffe` (Caffe's own examples do)
+    for hook in _before_python_import:
+        hook()
     try:
         module = importlib.import_module(p.module)
     except ImportError as exc:

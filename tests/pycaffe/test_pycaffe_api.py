@@ -462,3 +462,21 @@ def test_python_layers_written_for_pycaffe_import_caffe(tmp_path, monkeypatch):
         for name in [m for m in sys.modules if m == "caffe" or m.startswith("caffe.")]:
             del sys.modules[name]
         sys.modules.pop("pyc_lite_test_pyloss", None)
+
+
+def test_caffe_layers_is_netspec_and_the_implementations_stay_a_package():
+    """As BVLC's caffe/__init__.py, `caffe.layers` is NetSpec's L; the built-in layer implementations
+    remain the package pycaffe_lite.layers, reached by module path."""
+    import importlib
+    import sys
+    from pycaffe_lite.pycaffe import net_spec
+    assert caffe.layers is net_spec.layers and caffe.params is net_spec.params
+    top = caffe.layers.Convolution(caffe.layers.Input(shape=dict(dim=[1, 1, 4, 4])), kernel_size=3, num_output=2)
+    assert [layer.type for layer in top.to_proto().layer] == ["Input", "Convolution"]
+    package = importlib.import_module("pycaffe_lite.layers")
+    assert package is sys.modules["pycaffe_lite.layers"] and package.__path__
+    assert importlib.import_module("pycaffe_lite.layers.conv").ConvolutionLayer.type == "Convolution"
+    # pycaffe's submodule names import as modules (`from caffe.classifier import Classifier`)
+    for name in ("io", "draw", "classifier", "detector", "net_spec", "coord_map"):
+        assert importlib.import_module(f"pycaffe_lite.{name}") is getattr(caffe, name)
+    assert importlib.import_module("pycaffe_lite.classifier").Classifier is caffe.Classifier

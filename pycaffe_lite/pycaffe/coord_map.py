@@ -6,7 +6,7 @@ Im2col, Deconvolution, Crop and the pointwise layers, so the offset of one
 top inside another follows, which is what a fully convolutional net needs
 to crop its upsampled scores back onto the input:
 
-    from pycaffe_lite.coord_map import crop
+    from pycaffe_lite.pycaffe.coord_map import crop
     n.upscore = L.Deconvolution(n.score_fr, convolution_param=dict(num_output=21, kernel_size=64, stride=32))
     n.score = crop(n.upscore, n.data)    # L.Crop with the right axis and offset
 """

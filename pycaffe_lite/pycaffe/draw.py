@@ -1,6 +1,6 @@
 """Draw a NetParameter as a graph (pycaffe's caffe.draw).
 
-    from pycaffe_lite import draw
+    from pycaffe_lite.pycaffe import draw
     from pycaffe_lite.proto.files import read_net_param
     draw.draw_net_to_file(read_net_param("lenet.prototxt"), "lenet.png", rankdir="LR")
 
@@ -15,8 +15,8 @@ work: they are the DOT text.  `get_pydot_graph` needs the optional `pydot`.
 import shutil
 import subprocess
 
-from .io_utils import write_bytes_atomic
-from .proto import caffe_pb2
+from ..io_utils import write_bytes_atomic
+from ..proto import caffe_pb2
 
 # Internal layer and blob styles (pycaffe's).
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}

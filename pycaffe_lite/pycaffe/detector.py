@@ -13,7 +13,7 @@ import numpy as np
 
 from . import io as caffe_io
 from .classifier import input_transformer
-from .net import TEST, Net
+from ..net import TEST, Net
 
 
 class Detector(Net):

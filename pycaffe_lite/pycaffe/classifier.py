@@ -8,7 +8,7 @@ oversampling (pycaffe's caffe.Classifier).
 import numpy as np
 
 from . import io as caffe_io
-from .net import TEST, Net
+from ..net import TEST, Net
 
 
 def input_transformer(net, mean, input_scale, raw_scale, channel_swap):

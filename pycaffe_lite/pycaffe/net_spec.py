@@ -27,7 +27,7 @@ import collections
 
 from google.protobuf.message import Message
 
-from .proto import caffe_pb2
+from ..proto import caffe_pb2
 
 
 def param_name_dict():

@@ -12,7 +12,7 @@ pycaffe, `load_image` gives RGB (not OpenCV's BGR) float32 in [0, 1].
 """
 import numpy as np
 
-from .proto import caffe_pb2
+from ..proto import caffe_pb2
 
 
 # ---------------------------------------------------------------------------
