@@ -22,6 +22,7 @@ import importlib
 import numpy as np
 
 from .blob import Blob
+from .kernels.quantize import NEAREST, FixedPoint
 from .proto import caffe_pb2, upgrade
 
 _REGISTRY = {}
@@ -100,6 +101,7 @@ class Layer:
     num_top = (0, None)
     equal_bottom_top = False
     auto_top_blobs = False
+    fixed_point = None       # a FixedPoint when the layer trains in fixed point (see Forward)
 
     def __init__(self, layer_param=None, phase=None):
         # A private copy, as Caffe's layers keep one: setup may add ParamSpecs to it.
@@ -112,6 +114,8 @@ class Layer:
         self.loss_weights = []   # one per top, set by SetUp
         # Python layers read their configuration here, as in pycaffe.
         self.param_str = self.layer_param.python_param.param_str
+        if self.layer_param.HasField("fixed_point_param"):   # else the Net may give the net's
+            self.fixed_point = FixedPoint.from_param(self.layer_param.fixed_point_param)
 
     # ---- the four methods a layer writes --------------------------------
     def setup(self, bottom, top):
@@ -147,7 +151,13 @@ class Layer:
     def Forward(self, bottom, top):
         """reshape, forward, then the weighted loss this layer contributes (Caffe's Layer::Forward)."""
         self.reshape(bottom, top)
+        fixed = self.fixed_point
+        if fixed and fixed.weights:
+            self.trim_fixed_point_params(NEAREST)    # loaded or user-set weights (exact when on the grid)
         self.forward(bottom, top)
+        if fixed and fixed.activations:
+            for blob in top:
+                fixed.trim(blob.data)
         loss = 0.0
         for blob, weight in zip(top, self.loss_weights):
             if weight:
@@ -158,6 +168,27 @@ class Layer:
 
     def Backward(self, top, propagate_down, bottom):
         self.backward(top, propagate_down, bottom)
+        fixed = self.fixed_point
+        if fixed and fixed.gradients:
+            for blob, down in zip(bottom, propagate_down):
+                if down:
+                    fixed.trim(blob.diff)
+            for i, blob in enumerate(self.blobs):
+                if self.learns_param(i):
+                    fixed.trim(blob.diff)
+
+    def learns_param(self, i):
+        """Whether parameter i gets a gradient (the Net's param_propagate_down, from lr_mult)."""
+        flags = getattr(self, "param_propagate_down", None)
+        return True if flags is None or i >= len(flags) else bool(flags[i])
+
+    def trim_fixed_point_params(self, rounding=None):
+        """Round this layer's parameters into its fixed-point format in place (the solver
+        calls it after each update, so the update itself is rounded; Forward with NEAREST)."""
+        fixed = self.fixed_point
+        if fixed and fixed.weights:
+            for blob in self.blobs:
+                fixed.trim(blob.data, rounding)
 
     def check_blob_counts(self, bottom, top):
         for what, blobs, (lo, hi) in (("bottom", bottom, self.num_bottom), ("top", top, self.num_top)):
@@ -197,6 +228,12 @@ class Layer:
                                            get_array_module(x))
         saved[...] = x
         return saved
+
+    def param_arrays(self):
+        """The parameter arrays forward and backward compute with: the blobs' own here; a
+        quantizing subclass (layers/ristretto.py) returns trimmed copies while the blobs
+        keep the full-precision values the solver updates."""
+        return [blob.data for blob in self.blobs]
 
     def make_blob(self, shape, dtype, like=None):
         """A parameter or buffer blob on the same device as `like`'s data."""

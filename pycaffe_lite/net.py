@@ -16,6 +16,7 @@ import numpy as np
 from . import backend
 from .blob import Blob
 from .io_utils import write_bytes_atomic
+from .kernels.quantize import FixedPoint
 from .layer import create_layer
 from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
@@ -174,6 +175,9 @@ class Net(NetHelpersMixin):
         self._has_lr, self._has_decay = [], []
         self._param_names = {}    # shared param name -> owner Blob
         self._need_backward = {}  # blob name -> bool
+        # training in fixed point: the net's setting, for each layer that learns and has none of its own
+        self.fixed_point = (FixedPoint.from_param(param.fixed_point_param)
+                            if param.HasField("fixed_point_param") else None)
         available = set()
         for layer_param in self.param.layer:
             self._append_layer(layer_param, available)
@@ -253,6 +257,8 @@ class Net(NetHelpersMixin):
             layer.param_propagate_down.append(learns)
             layer_needs |= learns
             self._append_param(layer, j, spec)
+        if any(layer.param_propagate_down) and not layer_param.HasField("fixed_point_param"):
+            layer.fixed_point = self.fixed_point
         if layer_needs:
             for blob_name in tops:
                 self._need_backward[blob_name] = True

@@ -31,8 +31,7 @@ def count(shape, start=0, end=None):
 def param_wanted(layer, i):
     """Whether parameter i needs a gradient: the Net sets `param_propagate_down`
     from lr_mult (Caffe's set_param_propagate_down); True when it is not set."""
-    flags = getattr(layer, "param_propagate_down", None)
-    return True if flags is None or i >= len(flags) else bool(flags[i])
+    return layer.learns_param(i)
 
 
 def scatter_add(xp, target, index, values):
@@ -92,11 +91,12 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
         x = bottom[0].data.reshape(self.M, self.K)
-        w = self.blobs[0].data
+        params = self.param_arrays()
+        w = params[0]
         y = top[0].data.reshape(self.M, self.num_output)
         xp.matmul(x, w if self.transpose else w.T, out=y)
         if self.bias_term:
-            y += self.blobs[1].data
+            y += params[1]
 
     def backward(self, top, propagate_down, bottom):
         xp = get_array_module(top[0].diff)
@@ -107,7 +107,7 @@ class InnerProductLayer(Layer):
         if self.bias_term and param_wanted(self, 1):
             self.blobs[1].diff += g.sum(axis=0)
         if propagate_down[0]:
-            w = self.blobs[0].data
+            w = self.param_arrays()[0]
             xp.matmul(g, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.M, self.K))
 
 

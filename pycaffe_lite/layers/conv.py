@@ -186,12 +186,11 @@ class BaseConvolutionLayer(Layer):
         return self.engine.name
 
     def w4(self):
-        w = self.blobs[0].data
+        w = self.param_arrays()[0]
         return w if self.num_spatial != 1 else w.reshape(w.shape[:2] + (1, w.shape[2]))
 
     def learns(self, i):
-        flags = getattr(self, "param_propagate_down", None)
-        return True if flags is None or i >= len(flags) else bool(flags[i])
+        return self.learns_param(i)
 
     def _in4(self):
         return (self.num, self.channels) + self.in_hw
@@ -222,7 +221,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def forward(self, bottom, top):
         self.choose_engine()
         w = self.w4()
-        b = self.blobs[1].data if self.bias_term else None
+        b = self.param_arrays()[1] if self.bias_term else None
         for i, (x, y) in enumerate(zip(bottom, top)):
             out = _view(y.data, self._out4())
             result = self.engine.forward(x.data.reshape(self._in4()), w, b, self.geom, out=out,
@@ -279,7 +278,7 @@ class DeconvolutionLayer(BaseConvolutionLayer):
             result = self.engine.backward_data(x.data.reshape(self._in4()), w, self.geom,
                                                self._out4(), out=out)
             if self.bias_term:
-                result += self.blobs[1].data.reshape((1, -1) + (1,) * (result.ndim - 2))
+                result += self.param_arrays()[1].reshape((1, -1) + (1,) * (result.ndim - 2))
             if out is None:
                 y.data = result.reshape(y.shape)
 
