@@ -1,15 +1,31 @@
-"""pycaffe_lite: Caffe's workflow in Python (prototxt nets and solvers, BVLC-compatible files)."""
+"""pycaffe_lite: Caffe's workflow in Python (prototxt nets and solvers, BVLC-compatible files).
+
+`python -m build` makes the sdist and, from it, the wheel: the package (with the generated
+caffe_pb2 and the zoo's prototxts and readmes as package data) and the `pycaffe-lite` script.
+"""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# the version lives in pycaffe_lite/_version.py alone (read, not imported: importing needs the dependencies)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "pycaffe_lite" / "_version.py").read_text(), re.M).group(1)
+README = HERE / "README.md"
 
 setup(
     name="pycaffe-lite",
-    version="0.1.0",
+    version=VERSION,
     description="Caffe's workflow in Python: prototxt nets and solvers, BVLC-compatible weights, NumPy/CuPy",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     license="BSD-2-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["pycaffe_lite", "pycaffe_lite.*"]),
+    # the zoo: each model's prototxts and readme; never weights or snapshots (training in the clone
+    # writes them beside the prototxts)
+    package_data={"pycaffe_lite.zoo": ["models/*/*.prototxt", "models/*/*.md"]},
+    include_package_data=False,
     install_requires=[
         "numpy>=2.0",            # NumPy 2's OpenBLAS knows this CPU generation (see DESIGN.md)
         "protobuf>=7.35.1",      # the runtime the generated caffe_pb2 asks for
@@ -19,6 +35,7 @@ setup(
         "scipy>=1.11",
         "numba>=0.60",
         "scikit-learn>=1.3",     # the embedded digits set
+        "tqdm>=4.66",            # progress bars on a terminal
     ],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
@@ -26,8 +43,10 @@ setup(
         "draw": ["pydot>=2"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "plot": ["matplotlib>=3.7"],
+        "tensorboard": ["tensorboardX>=2.6"],   # train --tensorboard writes event files through it
+        # build: tests/packaging builds the wheel; tensorboard: its EventAccumulator reads the events back
         "test": ["pytest>=8", "grpcio-tools==1.85.1", "h5py>=3", "pydot>=2", "matplotlib>=3.7",
-                 "onnx>=1.15", "onnxruntime>=1.17"],
+                 "onnx>=1.15", "onnxruntime>=1.17", "build>=1.2", "tensorboardX>=2.6", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["pycaffe-lite = pycaffe_lite.cli:main"]},
 )

@@ -299,7 +299,7 @@ def cmd_extract_features(args):
 # ---------------------------------------------------------------------------- registration
 def register(subparsers):
     zoo = subparsers.add_parser("zoo", help="list, describe and fetch the model zoo's weights")
-    zoo.add_argument("--root", help="the zoo folder (default: the repository's models/)")
+    zoo.add_argument("--root", help="the zoo folder (default: $PYCAFFE_LITE_MODELS, else the zoo shipped in the package)")
     zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     zoo.set_defaults(func=lambda a: (zoo.print_help(), 1)[1])
     p = zsub.add_parser("list", help="the zoo's models")
@@ -314,7 +314,7 @@ def register(subparsers):
                    help="a local file or URL instead of the readme's caffemodel_url (works offline)")
     p.add_argument("--sha1", help="expect this sha1 instead of the readme's")
     p.add_argument("--no-verify", action="store_true", help="skip the sha1 check (not recommended)")
-    p.add_argument("--to", help="destination file (default: the model folder)")
+    p.add_argument("--to", help="destination file (default: the model folder; ./models/NAME/ for the shipped zoo)")
     p.set_defaults(func=cmd_zoo_fetch)
 
     s = subparsers.add_parser("surgery", help="copy weights by layer name, freeze layers, set lr "

@@ -22,17 +22,17 @@ from pathlib import Path
 
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s?(.*)$")
+# the shipped zoo: prototxts, solvers and readmes (package data; never weights)
+PACKAGE_ZOO = Path(__file__).resolve().parent / "models"
 
 
 def default_root():
-    """Where the zoo lives: $PYCAFFE_LITE_MODELS, else the repository's models/, else ./models."""
+    """Where the zoo lives: $PYCAFFE_LITE_MODELS, else the zoo inside the package (pycaffe_lite/zoo/models,
+    which the clone's top-level models/ links to), wherever the package is installed."""
     env = os.environ.get("PYCAFFE_LITE_MODELS")
     if env:
         return Path(env)
-    repo_models = Path(__file__).resolve().parents[2] / "models"
-    if repo_models.is_dir():
-        return repo_models
-    return Path.cwd() / "models"
+    return PACKAGE_ZOO
 
 
 def parse_front_matter(text, source="readme.md"):
@@ -101,6 +101,11 @@ class ZooModel:
 
     @property
     def weights_path(self):
+        """Where the weights go: the model's folder; for the zoo shipped inside the package (read-only
+        once installed) ./models/<name>/, where the prototxts' paths, relative to the working
+        directory as Caffe's are, look for them (from the clone's root, the same folder)."""
+        if self.folder.resolve().parent == PACKAGE_ZOO:
+            return Path("models") / self.name / Path(self.caffemodel).name
         return self.folder / Path(self.caffemodel).name
 
     def file(self, which):
