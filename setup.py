@@ -9,8 +9,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
-# the version lives in pycaffe_lite/_version.py alone (read, not imported: importing needs the dependencies)
-VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "pycaffe_lite" / "_version.py").read_text(), re.M).group(1)
+# the version is written once, in pycaffe_lite/__init__.py (read, not imported: importing needs the dependencies)
+INIT = (HERE / "pycaffe_lite" / "__init__.py").read_text(encoding="utf-8")
+VERSION = re.search(r'^__version__ = "([^"]+)"', INIT, re.MULTILINE).group(1)
 README = HERE / "README.md"
 
 setup(

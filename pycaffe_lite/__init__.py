@@ -38,7 +38,7 @@ for _name, _here in _PYCAFFE_SUBMODULES.items():
         _sys.modules.setdefault(f"{__name__}.{_name}", _sys.modules[f"{__name__}.{_here}"])
 del _name, _here
 
-from ._version import __version__  # noqa: E402
+__version__ = "0.1.0"   # the one place: setup.py reads this line
 
 _SOLVER_NAMES = ("SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
                  "AdamSolver", "Solver", "get_solver")
