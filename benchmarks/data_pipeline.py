@@ -53,10 +53,7 @@ AUGMENTATION = ("augmentation { scale_jitter { min_size: 227 max_size: 288 } rot
 # Data sets
 # --------------------------------------------------------------------------
 def digits_lmdbs(folder):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("digits_build", REPO / "data" / "digits" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    from pycaffe_lite.data import digits as build
     return build.build(folder)
 
 

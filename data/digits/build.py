@@ -4,95 +4,18 @@
     python data/digits/build.py            # -> data/digits/digits_train_lmdb, digits_test_lmdb
     python data/digits/build.py --force    # rebuild (each database is replaced atomically)
 
-sklearn.datasets.load_digits ships 1797 8x8 images with values 0..16.  Each
-is scaled by 255/16, upscaled to 28x28 with OpenCV's INTER_LINEAR geometry
-(computed in float64: horizontal pass, then vertical) and rounded to uint8,
-which reproduces the images of ../shared/fixtures/caffe_e2e bit for bit.
-Split (fixed, deterministic): images 0..1499 train, 1500..1796 test.
-Records are MNIST-style Datums (1x28x28 uint8, keys "%08d"), so LeNet's
-prototxt reads them with `scale: 0.00390625` like MNIST.
+The clone's command; the work is pycaffe_lite.data.digits (which see), so that an installed
+package builds the same databases (`pycaffe-lite example lenet DIR`).
 """
 import argparse
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from pycaffe_lite.data.convert import mnist_datum  # noqa: E402
-from pycaffe_lite.data.lmdb_io import LMDBWriter  # noqa: E402
-
-SIZE = 28
-NUM_TRAIN = 1500
-
-
-def _linear_taps(n_in, n_out):
-    """Source indices and weights of OpenCV's INTER_LINEAR (half-pixel centres, edges clamped)."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    i0 = np.floor(src).astype(int)
-    frac = src - i0
-    frac = np.where(i0 < 0, 0.0, frac)
-    i0 = np.maximum(i0, 0)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, frac
-
-
-def upscale(image, size=SIZE):
-    """8x8 float64 -> size x size float64, bilinear, columns first then rows."""
-    r0, r1, fr = _linear_taps(image.shape[0], size)
-    c0, c1, fc = _linear_taps(image.shape[1], size)
-    cols = image[:, c0] * (1 - fc)[None] + image[:, c1] * fc[None]
-    return cols[r0] * (1 - fr)[:, None] + cols[r1] * fr[:, None]
-
-
-def load_digits_arrays():
-    """sklearn's digits as (images (1797, 8, 8) float64 0..16, labels).
-
-    Reads the CSV that scikit-learn ships (what load_digits parses) without
-    importing scikit-learn itself, which takes seconds; falls back to
-    load_digits if the file is not where it used to be.
-    """
-    import importlib.util
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the digits set comes from scikit-learn: pip install scikit-learn")
-    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-    if csv.exists():
-        table = np.loadtxt(csv, delimiter=",")
-        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    return digits.images.astype(np.float64), digits.target.astype(np.int64)
-
-
-def digits_images():
-    """(images (1797, 28, 28) uint8, labels (1797,))."""
-    raw, labels = load_digits_arrays()
-    scaled = raw * (255.0 / 16.0)
-    images = np.stack([np.clip(np.rint(upscale(im)), 0, 255).astype(np.uint8) for im in scaled])
-    return images, labels
-
-
-def write_lmdb(path, images, labels, overwrite):
-    with LMDBWriter(path, overwrite=overwrite) as db:
-        for i, (image, label) in enumerate(zip(images, labels)):
-            db.put(f"{i:08d}".encode(), mnist_datum(image.ravel(), SIZE, SIZE, label).SerializeToString())
-
-
-def build(out_dir=HERE, force=False):
-    out_dir = Path(out_dir)
-    train, test = out_dir / "digits_train_lmdb", out_dir / "digits_test_lmdb"
-    if train.exists() and test.exists() and not force:
-        logging.info("%s and %s exist (use --force to rebuild)", train, test)
-        return train, test
-    images, labels = digits_images()
-    write_lmdb(train, images[:NUM_TRAIN], labels[:NUM_TRAIN], overwrite=True)
-    write_lmdb(test, images[NUM_TRAIN:], labels[NUM_TRAIN:], overwrite=True)
-    logging.info("wrote %s (%d images) and %s (%d images)", train, NUM_TRAIN, test, len(images) - NUM_TRAIN)
-    return train, test
+from pycaffe_lite.data.digits import build
 
 
 def main(argv=None):
@@ -102,7 +25,6 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="rebuild even if the databases exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     build(args.out, args.force)
     return 0
 

@@ -117,13 +117,9 @@ def test_convert_imageset_gray_writes_caffes_keys_and_bytes(e2e, tmp_path):
 
 def test_digits_builder_reproduces_the_fixture_images(e2e):
     """data/digits/build.py renders sklearn's digits exactly as the fixture's PNGs (digits 0..299)."""
-    import importlib.util
-
     import cv2
-    from data_helpers import REPO
-    spec = importlib.util.spec_from_file_location("digits_build", REPO / "data" / "digits" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+
+    from pycaffe_lite.data import digits as build
     images, labels = build.digits_images()
     assert images.shape == (1797, 28, 28) and images.dtype == np.uint8
     for i in range(0, 300, 7):

@@ -244,12 +244,7 @@ def test_data_layer_ignores_the_deprecated_rand_skip(tmp_path, monkeypatch, capl
 
 
 def test_data_layer_on_the_digits_set_through_a_net(tmp_path):
-    import importlib.util
-
-    from data_helpers import REPO
-    spec = importlib.util.spec_from_file_location("digits_build", REPO / "data" / "digits" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    from pycaffe_lite.data import digits as build
     train, test = build.build(tmp_path)
     net_text = f"""
     layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TRAIN }}

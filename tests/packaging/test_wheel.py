@@ -61,3 +61,53 @@ def test_sdist_holds_nothing_from_outside_the_package(dist):
                    "pyproject.toml", "MANIFEST.in", "README.md"}
     assert "pycaffe_lite/zoo/models/lenet/lenet_solver.prototxt" in names
     assert not [n for n in names if n.endswith(".caffemodel")]
+
+
+def _clean_env(venv):
+    """The environment of a user of the venv: no PYTHONPATH pointing at a source tree."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYCAFFE_LITE_MODELS")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def _run(args, cwd, env, timeout=300):
+    done = subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_virtualenv_trains_lenet_from_outside_the_source_tree(dist, tmp_path):
+    """A pip user's session: install the wheel (dependencies from this interpreter's site-packages, so
+    nothing is downloaded), list the zoo, import the package, write the LeNet example and train it."""
+    wheel, _ = dist
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    env = _clean_env(venv)
+    python = str(venv / "bin" / "python")
+    _run([python, "-m", "pip", "install", "-q", "--no-index", str(wheel)], tmp_path, env)
+    user = tmp_path / "user"
+    user.mkdir()
+
+    listed = _run(["pycaffe-lite", "zoo", "list"], user, env).stdout
+    assert "lenet" in listed and "bvlc_alexnet" in listed
+    script = ("import pycaffe_lite as caffe, pycaffe_lite.zoo; print(caffe.__file__); print(caffe.__version__); "
+              "print(caffe.zoo.default_root())")
+    where = _run([python, "-c", script], user, env).stdout.split()
+    assert Path(where[0]).is_relative_to(venv) and where[1] == _version()
+    assert Path(where[2]).is_relative_to(venv)
+
+    made = _run(["pycaffe-lite", "example", "lenet", "work"], user, env).stdout
+    command = "cd work && pycaffe-lite train --solver models/lenet/lenet_solver.prototxt"
+    assert command in made
+    work = user / "work"
+    solver = work / "models" / "lenet" / "lenet_solver.prototxt"
+    text = solver.read_text().replace("max_iter: 1000", "max_iter: 20").replace("test_interval: 500",
+                                                                                  "test_interval: 20")
+    assert "max_iter: 20" in text
+    solver.write_text(text + "display: 10\n")
+    trained = _run(["pycaffe-lite", "train", "--solver", "models/lenet/lenet_solver.prototxt"], work, env)
+    assert "Iteration 20" in trained.stderr and "Test net output #0: accuracy" in trained.stderr
+    assert (work / "models" / "lenet" / "lenet_iter_20.caffemodel").is_file()
