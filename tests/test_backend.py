@@ -162,7 +162,7 @@ def test_each_kernel_names_a_numpy_reference(name):
 def test_kernel_entry_points_on_numpy_call_the_reference():
     from pycaffe_lite.conv.geometry import ConvGeometry
     from pycaffe_lite.conv.im2col import col2im_array, im2col_array
-    from pycaffe_lite.layers.vision import max_pool_forward
+    from pycaffe_lite.layers.pooling import max_pool_forward
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 5)).astype(np.float32)
     geom = ConvGeometry(3, 1, 1)
     np.testing.assert_array_equal(kernels.im2col(x, geom), im2col_array(x, geom))

@@ -63,11 +63,11 @@ def warm_up(dtype="float32"):
     compilation spread over the first iterations; afterwards the compiled
     kernels load from __pycache__ in about a second."""
     import numpy as np
-    from . import _kernels
-    if not _kernels.HAVE_NUMBA:
+    from .. import kernels
+    if not kernels.HAVE_NUMBA:
         return
-    saved = _kernels.MIN_WORK
-    _kernels.MIN_WORK = 0
+    saved = kernels.MIN_WORK
+    kernels.MIN_WORK = 0
     try:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((2, 4, 8, 8)).astype(dtype)
@@ -80,4 +80,4 @@ def warm_up(dtype="float32"):
                     y = engine.forward(x, w, None, geom)
                     engine.backward(x, w, y, geom)
     finally:
-        _kernels.MIN_WORK = saved
+        kernels.MIN_WORK = saved

@@ -14,11 +14,12 @@ input, and a depthwise layer (group == channels) is a direct sliding-window
 sum, not a GEMM per channel.
 
 On NumPy arrays the im2col / col2im / depthwise loops run as Numba kernels
-(`_kernels.py`); the array versions here (`im2col_array`, `col2im_array`,
+(`pycaffe_lite.kernels.conv`); the array versions here (`im2col_array`, `col2im_array`,
 `depthwise_*_array`) are what CuPy runs and are the references in the tests.
 """
+from .. import kernels
 from ..backend import get_array_module, reused
-from . import _kernels
+from ..kernels import conv as conv_kernels
 from .workspace import fingerprint, workspace
 
 # A layer keeps its forward's columns for its backward (Caffe recomputes them)
@@ -28,7 +29,7 @@ KEEP_COLS_BYTES = 32 << 20
 
 def _use_numba(xp, work):
     """Numba for NumPy arrays when there is enough work to be worth its threads."""
-    return _kernels.HAVE_NUMBA and xp.__name__ == "numpy" and work >= _kernels.MIN_WORK
+    return kernels.HAVE_NUMBA and xp.__name__ == "numpy" and work >= kernels.MIN_WORK
 
 
 def _as_strided(xp, a, shape, strides):
@@ -73,7 +74,7 @@ def im2col(x, geom, out=None):
     if not _use_numba(xp, shape[0] * n * ho * wo):
         return im2col_array(x, geom, out)
     target = out if out is not None and out.flags.c_contiguous else xp.empty(shape, x.dtype)
-    _kernels.im2col(_contig(xp, x), target.reshape(shape[0], n * ho * wo),
+    conv_kernels.im2col(_contig(xp, x), target.reshape(shape[0], n * ho * wo),
                     *geom.kernel, *geom.stride, *geom.pad, *geom.dilation, ho, wo)
     if out is not None and target is not out:
         out[...] = target
@@ -108,7 +109,7 @@ def col2im(cols, x_shape, geom, out=None):
     ho, wo = geom.output_hw(h, w)
     target = out if out is not None and out.flags.c_contiguous else xp.empty(x_shape, cols.dtype)
     cols = _contig(xp, cols)
-    _kernels.col2im(cols.reshape(cols.shape[0], -1), target, *geom.kernel, *geom.stride, *geom.pad,
+    conv_kernels.col2im(cols.reshape(cols.shape[0], -1), target, *geom.kernel, *geom.stride, *geom.pad,
                     *geom.dilation, ho, wo)
     if out is not None and target is not out:
         out[...] = target
@@ -219,7 +220,7 @@ def forward(x, w, b, geom, out=None, ws=None, ctx=None):
         out = xp.empty((n, k, ho, wo), x.dtype)
     if geom.is_depthwise(c) and w.shape[1] == 1:
         if _use_numba(xp, out.size * geom.kernel[0] * geom.kernel[1]):
-            _kernels.depthwise_forward(x, w, out, *geom.stride, *geom.pad, *geom.dilation)
+            conv_kernels.depthwise_forward(x, w, out, *geom.stride, *geom.pad, *geom.dilation)
         else:
             depthwise_forward_array(x, w, geom, out, ws)
         if b is not None:
@@ -256,9 +257,15 @@ def forward(x, w, b, geom, out=None, ws=None, ctx=None):
 def _batch_major(xp, yk, b, out):
     """out (N, K, P) = yk (K, N, P) transposed, plus the bias when there is one."""
     if _use_numba(xp, yk.size) and out.flags.c_contiguous and (b is None or b.dtype == yk.dtype):
-        _kernels.batch_major(yk, yk[:0, 0, 0] if b is None else b.reshape(-1), out)
-    elif b is not None:
-        xp.add(yk.transpose(1, 0, 2), b.reshape(1, -1, 1), out=out)
+        conv_kernels.batch_major(yk, yk[:0, 0, 0] if b is None else b.reshape(-1), out)
+    else:
+        batch_major_array(yk, b, out)
+
+
+def batch_major_array(yk, b, out):
+    """_batch_major by array operations (the reference, and the CuPy path)."""
+    if b is not None:
+        get_array_module(yk).add(yk.transpose(1, 0, 2), b.reshape(1, -1, 1), out=out)
     else:
         out[...] = yk.transpose(1, 0, 2)
 
@@ -266,9 +273,14 @@ def _batch_major(xp, yk, b, out):
 def _channel_major(xp, y, out):
     """out (K, N, P) = y (N, K, P) transposed."""
     if _use_numba(xp, y.size) and y.flags.c_contiguous:
-        _kernels.channel_major(y, out)
+        conv_kernels.channel_major(y, out)
     else:
-        out[...] = y.transpose(1, 0, 2)
+        channel_major_array(y, out)
+
+
+def channel_major_array(y, out):
+    """_channel_major by a transposed copy (the reference, and the CuPy path)."""
+    out[...] = y.transpose(1, 0, 2)
 
 
 def backward(x, w, dy, geom, need_dx=True, need_dw=True, dx_out=None, ws=None, ctx=None):
@@ -317,13 +329,13 @@ def _backward(x, x_shape, w, w_shape, dy, geom, need_dx, need_dw, dx_out, ws, ke
         numba = _use_numba(xp, dy.size * geom.kernel[0] * geom.kernel[1])
         if need_dx:
             if numba:
-                _kernels.depthwise_backward_data(dy, w, dx_out, *geom.stride, *geom.pad, *geom.dilation)
+                conv_kernels.depthwise_backward_data(dy, w, dx_out, *geom.stride, *geom.pad, *geom.dilation)
             else:
                 depthwise_backward_data_array(dy, w, geom, x_shape, dx_out, ws)
         if need_dw:
             if numba:
                 dw = xp.empty(w_shape, dy.dtype)
-                _kernels.depthwise_backward_weights(x, dy, dw, *geom.stride, *geom.pad, *geom.dilation)
+                conv_kernels.depthwise_backward_weights(x, dy, dw, *geom.stride, *geom.pad, *geom.dilation)
             else:
                 dw = depthwise_backward_weights_array(x, dy, geom, ws)
         return (dx_out if need_dx else None), dw

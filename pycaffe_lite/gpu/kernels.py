@@ -150,7 +150,7 @@ _spec("pycaffe_max_pool_fwd",
       top = best;
       argk = which;
       """,
-      "pycaffe_lite.layers.vision:max_pool_forward")
+      "pycaffe_lite.layers.pooling:max_pool_forward")
 
 # Each input pixel gathers the top diffs of the windows whose winner it is.
 # Windows are visited by decreasing (oy, ox), i.e. increasing kernel offset,
@@ -181,7 +181,7 @@ _spec("pycaffe_max_pool_bwd",
       }
       grad = acc;
       """,
-      "pycaffe_lite.layers.vision:max_pool_backward")
+      "pycaffe_lite.layers.pooling:max_pool_backward")
 
 # ---------------------------------------------------------------------------
 # AVE pooling: sum inside the image / the window clipped to (H + ph, W + pw)
@@ -210,7 +210,7 @@ _spec("pycaffe_ave_pool_fwd",
       }
       top = acc / (T)((he - hs) * (we - ws));
       """,
-      "pycaffe_lite.layers.vision:ave_pool_forward")
+      "pycaffe_lite.layers.pooling:ave_pool_forward")
 
 _spec("pycaffe_ave_pool_bwd",
       "raw T top_diff, int32 height, int32 width, int32 out_h, int32 out_w, " + _GEOM,
@@ -225,7 +225,7 @@ _spec("pycaffe_ave_pool_bwd",
       }
       grad = acc;
       """,
-      "pycaffe_lite.layers.vision:ave_pool_backward")
+      "pycaffe_lite.layers.pooling:ave_pool_backward")
 
 
 # ---------------------------------------------------------------------------
@@ -336,7 +336,7 @@ def col2im(cols, x_shape, geom, out=None):
 
 
 def max_pool_forward(x, kernel, stride, pad, out_size):
-    """(top, argk): as layers.vision.max_pool_forward (argk = kernel offset ki*kw + kj, int32)."""
+    """(top, argk): as layers.pooling.max_pool_forward (argk = kernel offset ki*kw + kj, int32)."""
     xp = get_array_module(x)
     if not _on_device(xp):
         return reference("pycaffe_max_pool_fwd")(x, kernel, stride, pad, out_size)
@@ -368,7 +368,7 @@ def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size):
 
 
 def ave_pool_forward(x, kernel, stride, pad, out_size):
-    """top: as layers.vision.ave_pool_forward (Caffe's divisor, padding inside (H+ph, W+pw) counts)."""
+    """top: as layers.pooling.ave_pool_forward (Caffe's divisor, padding inside (H+ph, W+pw) counts)."""
     xp = get_array_module(x)
     if not _on_device(xp):
         return reference("pycaffe_ave_pool_fwd")(x, kernel, stride, pad, out_size)

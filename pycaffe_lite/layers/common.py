@@ -11,9 +11,9 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..kernels.elementwise import channel_affine
 from ..layer import Layer, register
 from ..proto import caffe_pb2
-from ._elementwise import channel_affine
 
 
 # ---- helpers shared by the layers of this family -----------------------------

@@ -14,9 +14,9 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..kernels import elementwise
 from ..layer import NeuronLayer, register
 from ..proto import caffe_pb2
-from . import _elementwise
 from .common import param_wanted
 
 
@@ -76,7 +76,7 @@ class ReLULayer(PointwiseLayer):
     def forward(self, bottom, top):
         if self.slope != 0:
             return super().forward(bottom, top)
-        _elementwise.relu(bottom[0].data, top[0].data)   # the plain ReLU: one parallel pass
+        elementwise.relu(bottom[0].data, top[0].data)   # the plain ReLU: one parallel pass
 
     def backward(self, top, propagate_down, bottom):
         if self.slope != 0:

@@ -7,9 +7,9 @@ Caffe's BatchNorm only normalizes; the learned affine part is a Scale layer.
 (MVN, the other normalization, lives with the common layers.)
 """
 from ..backend import get_array_module
+from ..kernels import elementwise
 from ..layer import Layer, register
 from ..proto import caffe_pb2
-from . import _elementwise
 
 
 @register("BatchNorm")
@@ -97,7 +97,7 @@ class BatchNormLayer(Layer):
             mean, var = self._stored_statistics(xp)
             self._std = xp.sqrt(var + self.eps)[:, None]
             self._x_norm = None
-            _elementwise.channel_normalize(x, mean, self._std.reshape(-1), self._per_channel(top[0].data))
+            elementwise.channel_normalize(x, mean, self._std.reshape(-1), self._per_channel(top[0].data))
             return
         mean = x.mean(axis=(0, 2))
         centered = x - mean[:, None]

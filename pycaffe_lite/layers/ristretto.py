@@ -32,7 +32,7 @@ from ..layer import register
 from ..proto import caffe_pb2
 from .common import InnerProductLayer
 from .conv import ConvolutionLayer, DeconvolutionLayer
-from .vision import LRNLayer, lrn_across_backward
+from .lrn import LRNLayer, lrn_across_backward
 
 Q = caffe_pb2.QuantizationParameter
 _TOOL_TYPES = {}     # float layer type -> its Ristretto type, for the quantize tool

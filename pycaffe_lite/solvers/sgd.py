@@ -7,7 +7,7 @@ and h the history:
     Nesterov  h' = m * h + lr * g;               step = (1 + m) * h' - m * h
 """
 from ..backend import get_array_module
-from . import fused
+from ..kernels import updates
 from .solver import Solver, register_solver
 
 
@@ -15,11 +15,11 @@ from .solver import Solver, register_solver
 class SGDSolver(Solver):
     def update_param(self, i, rate):
         blob, history = self.params[i], self.history[i]
-        if not fused.available(blob.data, blob.diff, history):
+        if not updates.available(blob.data, blob.diff, history):
             return super().update_param(i, rate)
         dt = blob.dtype.type
         p = self.param
-        fused.sgd_step(blob.data, blob.diff, history, scale=dt(1) / dt(p.iter_size),
+        updates.sgd_step(blob.data, blob.diff, history, scale=dt(1) / dt(p.iter_size),
                        decay=dt(p.weight_decay) * dt(self.net.params_weight_decay[i]),
                        l1=p.regularization_type == "L1", lr=self.local_rate(i, rate), momentum=dt(p.momentum))
 

@@ -12,7 +12,7 @@ One iteration is Caffe's Solver::Step body, in its order:
                                     regularize (weight_decay * decay_mult, L2 or L1),
                                     compute_update_value (the solver type's rule),
                                     data -= diff (net.update(), in place)
-                     (SGD on NumPy arrays does the four in one fused pass, fused.py)
+                     (SGD on NumPy arrays does the four in one fused pass, kernels/updates.py)
                      layers in fixed point round their parameters (so the update)
     iter += 1, snapshot every `snapshot` iterations or when a signal asks
 
@@ -38,7 +38,7 @@ from ..net import TEST, TRAIN, Net
 from ..proto.files import read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..proto.upgrade import upgrade_snapshot_prefix
-from . import fused
+from ..kernels import updates
 from . import state as state_io
 from .lr_policy import check_policy, learning_rate
 from .signals import SolverAction
@@ -404,8 +404,8 @@ class Solver:
             what = f"loss = {_fmt(loss)}"
         else:
             diffs = [p.diff for p in self.params if p.has_diff]
-            if fused.available(*diffs):
-                finite = fused.all_finite(diffs)
+            if updates.available(*diffs):
+                finite = updates.all_finite(diffs)
             else:
                 finite = math.isfinite(float(sum(d.sum() for d in diffs)))
             if not finite:

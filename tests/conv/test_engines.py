@@ -13,7 +13,8 @@ import pytest
 
 from pycaffe_lite.conv import (ConvGeometry, backward, choice, fft, forward, im2col, winograd,
                                workspace)
-from pycaffe_lite.conv import _kernels
+from pycaffe_lite import kernels as _kernels
+from pycaffe_lite.kernels import conv as conv_kernels
 from pycaffe_lite.conv.engines import ENGINES, get_engine
 
 
@@ -227,16 +228,16 @@ def test_depthwise_kernels_match_array_versions(numba_always):
     x, w, _, _ = _data((2, 4, 9, 8), 8, geom, np.float32)
     ho, wo = geom.output_hw(9, 8)
     y = np.empty((2, 8, ho, wo), np.float32)
-    _kernels.depthwise_forward(x, w, y, *geom.stride, *geom.pad, *geom.dilation)
+    conv_kernels.depthwise_forward(x, w, y, *geom.stride, *geom.pad, *geom.dilation)
     np.testing.assert_allclose(y, im2col.depthwise_forward_array(x, w, geom, np.empty_like(y)), rtol=1e-5,
                                atol=1e-5)
     dy = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
     dx = np.empty_like(x)
-    _kernels.depthwise_backward_data(dy, w, dx, *geom.stride, *geom.pad, *geom.dilation)
+    conv_kernels.depthwise_backward_data(dy, w, dx, *geom.stride, *geom.pad, *geom.dilation)
     np.testing.assert_allclose(dx, im2col.depthwise_backward_data_array(dy, w, geom, x.shape, np.empty_like(x)),
                                rtol=1e-5, atol=1e-5)
     dwt = np.empty_like(w)
-    _kernels.depthwise_backward_weights(x, dy, dwt, *geom.stride, *geom.pad, *geom.dilation)
+    conv_kernels.depthwise_backward_weights(x, dy, dwt, *geom.stride, *geom.pad, *geom.dilation)
     np.testing.assert_allclose(dwt, im2col.depthwise_backward_weights_array(x, dy, geom), rtol=1e-5, atol=1e-5)
 
 
@@ -417,7 +418,7 @@ def test_candidates_and_enum_resolution():
 
 def test_generated_winograd_codelets_match_their_matrices():
     from pathlib import Path
-    text = (Path(winograd.__file__).parent / winograd.CODELET_FILE).read_text()
+    text = (Path(_kernels.__file__).parent / winograd.CODELET_FILE).read_text()
     assert text == winograd.codelet_source(), \
         "regenerate: python -c 'from pycaffe_lite.conv import winograd; winograd.write_codelets()'"
 

@@ -6,7 +6,7 @@ from gpu_helpers import cp, rel_err  # noqa: F401  (cp is a fixture)
 from pycaffe_lite.conv.geometry import ConvGeometry
 from pycaffe_lite.conv.im2col import col2im_array, im2col_array
 from pycaffe_lite.gpu import kernels
-from pycaffe_lite.layers import vision
+from pycaffe_lite.layers import pooling
 
 pytestmark = pytest.mark.gpu
 
@@ -51,20 +51,20 @@ def test_pooling_on_device(cp, kernel, stride, pad, dtype):
     h, w = x.shape[2:]
     kernel = kernel or (h, w)
     any_pad = bool(pad[0] or pad[1])
-    out_size = (vision.pooled_size(h, kernel[0], stride[0], pad[0], any_pad=any_pad),
-                vision.pooled_size(w, kernel[1], stride[1], pad[1], any_pad=any_pad))
+    out_size = (pooling.pooled_size(h, kernel[0], stride[0], pad[0], any_pad=any_pad),
+                pooling.pooled_size(w, kernel[1], stride[1], pad[1], any_pad=any_pad))
     xd = cp.asarray(x)
     top, argk = kernels.max_pool_forward(xd, kernel, stride, pad, out_size)
-    ref_top, ref_argk = vision.max_pool_forward(x, kernel, stride, pad, out_size)
+    ref_top, ref_argk = pooling.max_pool_forward(x, kernel, stride, pad, out_size)
     np.testing.assert_array_equal(top.get(), ref_top)
     np.testing.assert_array_equal(argk.get(), ref_argk)
     dy = _rand(ref_top.shape, dtype, seed=3)
     assert rel_err(kernels.max_pool_backward(cp.asarray(dy), argk, kernel, stride, pad, (h, w)),
-                   vision.max_pool_backward(dy, ref_argk, kernel, stride, pad, (h, w))) <= TOL[dtype]
+                   pooling.max_pool_backward(dy, ref_argk, kernel, stride, pad, (h, w))) <= TOL[dtype]
     assert rel_err(kernels.ave_pool_forward(xd, kernel, stride, pad, out_size),
-                   vision.ave_pool_forward(x, kernel, stride, pad, out_size)) <= TOL[dtype]
+                   pooling.ave_pool_forward(x, kernel, stride, pad, out_size)) <= TOL[dtype]
     assert rel_err(kernels.ave_pool_backward(cp.asarray(dy), kernel, stride, pad, (h, w)),
-                   vision.ave_pool_backward(dy, kernel, stride, pad, (h, w))) <= TOL[dtype]
+                   pooling.ave_pool_backward(dy, kernel, stride, pad, (h, w))) <= TOL[dtype]
 
 
 def test_conv_engine_on_device_matches_numpy(cp):

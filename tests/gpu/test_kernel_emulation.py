@@ -11,7 +11,7 @@ import pytest
 from pycaffe_lite.conv.geometry import ConvGeometry
 from pycaffe_lite.conv.im2col import col2im_array, im2col_array
 from pycaffe_lite.gpu import emulate, kernels
-from pycaffe_lite.layers import vision
+from pycaffe_lite.layers import pooling
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def _pool_sizes(x, kernel, stride, pad):
     h, w = x.shape[2:]
     kernel = kernel or (h, w)
     any_pad = bool(pad[0] or pad[1])
-    return kernel, (vision.pooled_size(h, kernel[0], stride[0], pad[0], any_pad=any_pad),
-                    vision.pooled_size(w, kernel[1], stride[1], pad[1], any_pad=any_pad))
+    return kernel, (pooling.pooled_size(h, kernel[0], stride[0], pad[0], any_pad=any_pad),
+                    pooling.pooled_size(w, kernel[1], stride[1], pad[1], any_pad=any_pad))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -103,29 +103,29 @@ def test_pooling_kernels_equal_the_reference(emulated, kernel, stride, pad, dtyp
     kernel, out_size = _pool_sizes(x, kernel, stride, pad)
     h, w = x.shape[2:]
     top, argk = kernels.max_pool_forward(x, kernel, stride, pad, out_size)
-    ref_top, ref_argk = vision.max_pool_forward(x, kernel, stride, pad, out_size)
+    ref_top, ref_argk = pooling.max_pool_forward(x, kernel, stride, pad, out_size)
     assert top.dtype == dtype and argk.dtype == np.int32
     np.testing.assert_array_equal(top, ref_top)
     np.testing.assert_array_equal(argk, ref_argk)
     dy = _rand(top.shape, dtype, seed=2)
     np.testing.assert_array_equal(kernels.max_pool_backward(dy, argk, kernel, stride, pad, (h, w)),
-                                  vision.max_pool_backward(dy, ref_argk, kernel, stride, pad, (h, w)))
+                                  pooling.max_pool_backward(dy, ref_argk, kernel, stride, pad, (h, w)))
     # the reference may sum a window pairwise (few outputs): equal within rounding
     tol = 1e-6 if dtype == np.float32 else 1e-14
     assert _rel(kernels.ave_pool_forward(x, kernel, stride, pad, out_size),
-                vision.ave_pool_forward(x, kernel, stride, pad, out_size)) <= tol
+                pooling.ave_pool_forward(x, kernel, stride, pad, out_size)) <= tol
     assert _rel(kernels.ave_pool_backward(dy, kernel, stride, pad, (h, w)),
-                vision.ave_pool_backward(dy, kernel, stride, pad, (h, w))) <= tol
+                pooling.ave_pool_backward(dy, kernel, stride, pad, (h, w))) <= tol
 
 
 def test_max_pool_keeps_minus_flt_max_and_nan_semantics(emulated):
     x = np.full((1, 1, 4, 4), -np.inf, np.float32)
     x[0, 0, 3, 3] = np.nan
     top, argk = kernels.max_pool_forward(x, (2, 2), (2, 2), (0, 0), (2, 2))
-    ref_top, ref_argk = vision.max_pool_forward(x, (2, 2), (2, 2), (0, 0), (2, 2))
+    ref_top, ref_argk = pooling.max_pool_forward(x, (2, 2), (2, 2), (0, 0), (2, 2))
     np.testing.assert_array_equal(top, ref_top)          # -FLT_MAX where nothing beats it
     np.testing.assert_array_equal(argk, ref_argk)        # -1 there
-    assert (argk == -1).all() and (top == np.float32(-vision.FLT_MAX)).all()
+    assert (argk == -1).all() and (top == np.float32(-pooling.FLT_MAX)).all()
 
 
 def test_emulator_checks_its_arguments(emulated):

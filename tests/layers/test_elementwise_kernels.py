@@ -2,18 +2,18 @@
 import numpy as np
 import pytest
 
-from pycaffe_lite.conv import _kernels
-from pycaffe_lite.layers import _elementwise
+from pycaffe_lite import kernels
+from pycaffe_lite.kernels import elementwise
 
 
 @pytest.fixture(params=["numba", "numpy"])
 def path(request, monkeypatch):
     if request.param == "numba":
-        if not _kernels.HAVE_NUMBA:
+        if not kernels.HAVE_NUMBA:
             pytest.skip("numba is not installed")
-        monkeypatch.setattr(_kernels, "MIN_WORK", 0)
+        monkeypatch.setattr(kernels, "MIN_WORK", 0)
     else:
-        monkeypatch.setattr(_kernels, "MIN_WORK", 1 << 62)
+        monkeypatch.setattr(kernels, "MIN_WORK", 1 << 62)
     return request.param
 
 
@@ -30,16 +30,16 @@ def test_channel_affine_is_multiply_then_add(path, with_add):
     if with_add:
         expected = expected + add.reshape(1, 5, 1)
     out = np.empty_like(x)
-    _elementwise.channel_affine(x, mul, add if with_add else None, out)
+    elementwise.channel_affine(x, mul, add if with_add else None, out)
     np.testing.assert_array_equal(out, expected)
-    _elementwise.channel_affine(x, mul, add if with_add else None, x)          # in place
+    elementwise.channel_affine(x, mul, add if with_add else None, x)          # in place
     np.testing.assert_array_equal(x, expected)
 
 
 def test_channel_normalize_is_subtract_then_divide(path):
     x, sub, div = _data(1)
     expected = (x - sub.reshape(1, 5, 1)) / div.reshape(1, 5, 1)
-    _elementwise.channel_normalize(x, sub, div, x)
+    elementwise.channel_normalize(x, sub, div, x)
     np.testing.assert_array_equal(x, expected)
 
 
@@ -47,6 +47,6 @@ def test_relu_is_numpy_maximum_with_zero(path):
     x = np.array([-0.0, 0.0, np.nan, -1.5, 2.0, -np.inf, np.inf, 1e-45] * 5, np.float32)
     expected = np.maximum(x, 0)
     out = np.empty_like(x)
-    _elementwise.relu(x, out)
+    elementwise.relu(x, out)
     np.testing.assert_array_equal(out, expected)                        # NaN where NumPy has NaN
     np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))  # -0 becomes +0

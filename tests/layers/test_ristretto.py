@@ -10,7 +10,7 @@ from layer_check import build, check_gradient
 
 from pycaffe_lite import backend
 from pycaffe_lite.kernels import quantize
-from pycaffe_lite.layers.vision import lrn_across_backward, lrn_across_forward
+from pycaffe_lite.layers.lrn import lrn_across_backward, lrn_across_forward
 from pycaffe_lite.net import TEST, TRAIN, Net
 from pycaffe_lite.proto import caffe_pb2
 

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import fixture_path
 from layer_check import build, check_gradient, forward
-from pycaffe_lite.layers import vision
+from pycaffe_lite import kernels
+from pycaffe_lite.layers import lrn, pooling, spp
 from pycaffe_lite.proto import caffe_pb2
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -143,21 +144,21 @@ def test_max_pooling_mask_top_gets_no_gradient_role():
 
 
 def test_numba_max_pooling_matches_numpy():
-    if vision._numba() is None:
+    if not kernels.HAVE_NUMBA:
         pytest.skip("Numba is not installed")
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((3, 8, 13, 11)).astype(dtype)
         x[0, 0, :3, :3] = 0.5          # ties
         for kernel, stride, pad in [((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1)), ((3, 3), (3, 3), (0, 0))]:
-            size = (vision.pooled_size(13, kernel[0], stride[0], pad[0], any_pad=any(pad)),
-                    vision.pooled_size(11, kernel[1], stride[1], pad[1], any_pad=any(pad)))
-            top, argk = vision.max_pool_forward(x, kernel, stride, pad, size)
-            fast_top, fast_argk = vision.max_pool_forward_fast(x, kernel, stride, pad, size)
+            size = (pooling.pooled_size(13, kernel[0], stride[0], pad[0], any_pad=any(pad)),
+                    pooling.pooled_size(11, kernel[1], stride[1], pad[1], any_pad=any(pad)))
+            top, argk = pooling.max_pool_forward(x, kernel, stride, pad, size)
+            fast_top, fast_argk = pooling.max_pool_forward_fast(x, kernel, stride, pad, size)
             np.testing.assert_array_equal(top, fast_top)
             np.testing.assert_array_equal(argk, fast_argk)
             dy = rng.standard_normal(top.shape).astype(dtype)
-            np.testing.assert_allclose(vision.max_pool_backward_fast(dy, argk, kernel, stride, pad, (13, 11)),
-                                       vision.max_pool_backward(dy, argk, kernel, stride, pad, (13, 11)),
+            np.testing.assert_allclose(pooling.max_pool_backward_fast(dy, argk, kernel, stride, pad, (13, 11)),
+                                       pooling.max_pool_backward(dy, argk, kernel, stride, pad, (13, 11)),
                                        rtol=1e-6)
 
 
@@ -167,7 +168,7 @@ def test_stochastic_pooling_train_samples_proportionally_and_routes_gradient():
     layer.Forward(bottom, top)
     assert top[0].data.shape == (2, 2, 2, 2)
     # each output is the element at its sampled window position
-    mask = vision.max_pool_mask(layer.argk, (3, 3), (2, 2), (0, 0), (5, 5))
+    mask = pooling.max_pool_mask(layer.argk, (3, 3), (2, 2), (0, 0), (5, 5))
     np.testing.assert_array_equal(top[0].data, np.take_along_axis(x.reshape(2, 2, 25), mask.reshape(2, 2, 4),
                                                                   axis=2).reshape(2, 2, 2, 2))
     top[0].diff[...] = rng.standard_normal(top[0].shape)
@@ -179,7 +180,7 @@ def test_stochastic_pooling_train_samples_proportionally_and_routes_gradient():
     # u -> 0 picks the first element; u -> 1 the last non-zero; frequencies follow x / sum
     window = np.array([[[[1.0, 3.0], [0.0, 4.0]]]])
     for u, expect in [(0.0, 1.0), (0.999, 4.0), (0.2, 3.0), (0.5, 3.0), (0.51, 4.0)]:
-        out, _ = vision.sto_pool_forward_train(window, (2, 2), (2, 2), (1, 1), uniform=np.full((1, 1, 1, 1), u))
+        out, _ = pooling.sto_pool_forward_train(window, (2, 2), (2, 2), (1, 1), uniform=np.full((1, 1, 1, 1), u))
         assert out.item() == expect
 
 
@@ -269,13 +270,13 @@ def test_lrn_needs_odd_local_size():
 # ---------------------------------------------------------------------------
 def test_spp_levels_follow_caffes_geometry():
     # 7 x 6 input: level 1 -> kernel (4, 3), pad (1, 0); level 2 -> kernel 2, pad 1 (ceil, then the drop rule)
-    assert vision.spp_level_geometry(1, 7, 6) == ((4, 3), (4, 3), (1, 0))
-    assert vision.spp_level_geometry(2, 7, 6) == ((2, 2), (2, 2), (1, 1))
+    assert spp.spp_level_geometry(1, 7, 6) == ((4, 3), (4, 3), (1, 0))
+    assert spp.spp_level_geometry(2, 7, 6) == ((2, 2), (2, 2), (1, 1))
     x = rng.standard_normal((1, 2, 7, 6))
     for method in ("MAX", "AVE"):
         text = f'type: "SPP" spp_param {{ pyramid_height: 3 pool: {method} }}'
         (top,) = forward(text, [x])
-        parts = [ref_pool(x, method, *vision.spp_level_geometry(i, 7, 6))[0].reshape(1, -1) for i in range(3)]
+        parts = [ref_pool(x, method, *spp.spp_level_geometry(i, 7, 6))[0].reshape(1, -1) for i in range(3)]
         assert [p.shape[1] for p in parts] == [2, 2 * 4, 2 * 16]
         np.testing.assert_allclose(top, np.concatenate(parts, axis=1), rtol=1e-12)
         check_gradient(text, [x])
@@ -346,14 +347,14 @@ def test_goldens(case):
 
 
 def test_numba_lrn_window_sums_match_numpy():
-    if vision._numba() is None:
+    if not kernels.HAVE_NUMBA:
         pytest.skip("Numba is not installed")
     for dtype, C, size in [(np.float32, 7, 5), (np.float64, 3, 5), (np.float64, 8, 1), (np.float32, 9, 3)]:
         a = rng.standard_normal((2, C, 17, 19)).astype(dtype)
         for square, factor, start in [(True, 0.3, 1.5), (False, 1.0, 0.0)]:
             for pre_pad in {(size - 1) // 2, size - 1 - (size - 1) // 2, 0}:
-                want = vision.channel_window_sum(a, size, pre_pad, square, factor, start)
-                got = vision.channel_window_sum_fast(a, size, pre_pad, square, factor, start)
+                want = lrn.channel_window_sum(a, size, pre_pad, square, factor, start)
+                got = lrn.channel_window_sum_fast(a, size, pre_pad, square, factor, start)
                 np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                            atol=1e-5 if dtype == np.float32 else 1e-12)
     x = rng.uniform(-2, 2, (2, 8, 16, 16))          # large enough for the Numba path in the layer

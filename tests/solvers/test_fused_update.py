@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pycaffe_lite.solvers import fused
+from pycaffe_lite.kernels import updates as fused
 
 pytestmark = pytest.mark.skipif(not fused.available(np.zeros(1, np.float32)), reason="Numba is not installed")
 

@@ -1,11 +1,11 @@
-"""Vision layers: Pooling, LRN, SPP and Crop, with BVLC Caffe's semantics.
+"""Pooling (MAX, AVE, STOCHASTIC) with BVLC Caffe's semantics, and the pooling array functions.
 
 All blobs are (N, C, H, W).  The pooling kernels are plain array functions
 (`max_pool_forward`, `ave_pool_forward`, ...), shared by Pooling, SPP and
 LRN's WITHIN_CHANNEL mode; they loop over the kh*kw kernel offsets and do
 whole-array work on strided views, so the same code runs on NumPy and CuPy.
-On the CPU, max pooling and LRN's channel sums use Numba kernels when Numba
-is installed (the NumPy functions stay the reference the tests compare them with).
+On the CPU, max pooling uses the Numba kernels of pycaffe_lite.kernels.pooling
+when Numba is available (the NumPy functions stay the reference the tests compare them with).
 
 Caffe's pooling geometry, reproduced exactly:
 
@@ -21,8 +21,9 @@ Example:
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from ..backend import get_array_module, reused
+from ..kernels import pooling as pooling_kernels
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
@@ -30,6 +31,8 @@ FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
 PP = caffe_pb2.PoolingParameter
+# The Numba pooling and LRN kernels pay off on NumPy arrays from this many elements.
+NUMBA_MIN_SIZE = 4096
 
 
 # ---------------------------------------------------------------------------
@@ -262,104 +265,10 @@ def sto_pool_backward_test(top_diff, x, kernel, stride, in_size):
 
 
 # ---------------------------------------------------------------------------
-# Numba kernels for max pooling on the CPU (NumPy functions above are the reference)
+# Numba kernels for max pooling on the CPU (kernels/pooling.py; the NumPy functions above are the reference)
 # ---------------------------------------------------------------------------
-def _make_max_pool_kernels(KH, KW, SH, SW):
-    """Forward and backward loops compiled for one kernel size and stride.
-
-    KH, KW, SH and SW are constants to Numba, so the window loops of windows
-    wholly inside the image unroll into branch-free selects that vectorise
-    across the row (5x faster than loops with run-time bounds, and a constant
-    stride doubles that again); windows clipped by padding or ceil rounding
-    take the general loop.  Channels run in parallel."""
-    import numba
-    from numba import prange
-
-    def forward(x, ph, pw, lowest, top, argk):
-        sh, sw = SH, SW
-        NC, H, W = x.shape
-        Ho, Wo = top.shape[1:]
-        lo = min(Wo, (pw + sw - 1) // sw)                 # the first column wholly inside
-        hi = max(lo, min(Wo, (W + pw - KW) // sw + 1))    # past the last one
-        for nc in prange(NC):
-            xs = x[nc]
-            for oy in range(Ho):
-                hs = oy * sh - ph
-                inside = hs >= 0 and hs + KH <= H
-                if inside:
-                    for ox in range(lo, hi):
-                        ws = ox * sw - pw
-                        best = lowest
-                        which = -1
-                        for i in range(KH):
-                            for j in range(KW):
-                                v = xs[hs + i, ws + j]
-                                better = v > best         # strict: the first maximum wins, as Caffe's
-                                best = v if better else best
-                                which = i * KW + j if better else which
-                        top[nc, oy, ox] = best
-                        argk[nc, oy, ox] = which
-                h0, h1 = max(hs, 0), min(hs + KH, H)
-                for ox in range(Wo):
-                    if inside and lo <= ox < hi:
-                        continue
-                    ws = ox * sw - pw
-                    best = lowest
-                    which = -1
-                    for h in range(h0, h1):
-                        for w in range(max(ws, 0), min(ws + KW, W)):
-                            v = xs[h, w]
-                            if v > best:
-                                best = v
-                                which = (h - hs) * KW + (w - ws)
-                    top[nc, oy, ox] = best
-                    argk[nc, oy, ox] = which
-
-    def backward(top_diff, argk, ph, pw, grad):
-        sh, sw = SH, SW
-        NC, Ho, Wo = top_diff.shape
-        for nc in prange(NC):
-            g = grad[nc]
-            g[...] = 0
-            for oy in range(Ho):
-                for ox in range(Wo):
-                    k = argk[nc, oy, ox]
-                    if k >= 0:
-                        g[oy * sh - ph + k // KW, ox * sw - pw + k % KW] += top_diff[nc, oy, ox]
-
-    jit = numba.njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-    return jit(forward), jit(backward)
-
-
-_NUMBA = {}
-
-
-def _numba():
-    """The numba module, or None when it is not installed."""
-    if "numba" not in _NUMBA:
-        try:
-            import numba
-        except ImportError:
-            numba = None
-        _NUMBA["numba"] = numba
-    return _NUMBA["numba"]
-
-
-def _max_pool_kernels(kernel, stride):
-    key = tuple(kernel) + tuple(stride)
-    if key not in _NUMBA:
-        _NUMBA[key] = _make_max_pool_kernels(*key)
-    return _NUMBA[key]
-
-
-def _window_sum_kernel():
-    if "window_sum" not in _NUMBA:
-        _NUMBA["window_sum"] = _numba().njit(cache=True, nogil=True, fastmath=True)(_window_sum_loops)
-    return _NUMBA["window_sum"]
-
-
-def _use_numba(x):
-    return isinstance(x, np.ndarray) and x.size >= 4096 and _numba() is not None
+def use_numba(x):
+    return kernels.HAVE_NUMBA and isinstance(x, np.ndarray) and x.size >= NUMBA_MIN_SIZE
 
 
 def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None):
@@ -367,7 +276,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
 
     `out` takes the top and `argk` the window offsets of the maxima when given
     (a layer reuses its buffers: a fresh one costs page faults every pass)."""
-    if not _use_numba(x):
+    if not use_numba(x):
         top, argk = max_pool_forward(x, kernel, stride, pad, out_size)
         if out is not None:
             out[...] = top
@@ -376,7 +285,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
     Ho, Wo = out_size
     top = np.empty((N, C, Ho, Wo), x.dtype) if out is None else out
     argk = reused(argk, top.shape, np.int32, np)
-    forward = _max_pool_kernels(kernel, stride)[0]
+    forward = pooling_kernels.max_pool_kernels(kernel, stride)[0]
     forward(np.ascontiguousarray(x).reshape(N * C, H, W), *pad, x.dtype.type(-FLT_MAX),
             top.reshape(N * C, Ho, Wo), argk.reshape(N * C, Ho, Wo))
     return top, argk
@@ -384,7 +293,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
 
 def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=None):
     """max_pool_backward, by the Numba kernel for NumPy arrays when available; `out` takes the gradient."""
-    if not _use_numba(top_diff):
+    if not use_numba(top_diff):
         grad = max_pool_backward(top_diff, argk, kernel, stride, pad, in_size)
         if out is not None:
             out[...] = grad
@@ -392,7 +301,7 @@ def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=Non
     N, C, Ho, Wo = top_diff.shape
     H, W = in_size
     grad = np.empty((N, C, H, W), top_diff.dtype) if out is None else out
-    backward = _max_pool_kernels(kernel, stride)[1]
+    backward = pooling_kernels.max_pool_kernels(kernel, stride)[1]
     backward(np.ascontiguousarray(top_diff).reshape(N * C, Ho, Wo),
              np.ascontiguousarray(argk).reshape(N * C, Ho, Wo), *pad, grad.reshape(N * C, H, W))
     return grad
@@ -520,292 +429,3 @@ class PoolingLayer(Layer):
         else:
             grad = sto_pool_backward_test(dy, bottom[0].data, self.kernel, self.stride, self.in_size)
         bottom[0].diff = grad
-
-
-# ---------------------------------------------------------------------------
-# LRN
-# ---------------------------------------------------------------------------
-def channel_window_sum(a, size, pre_pad, square=False, factor=1.0, start=0.0):
-    """s[:, c] = start + factor * sum of f(a[:, c']) for c' in [c - pre_pad, c - pre_pad + size),
-    zero outside the channels; f squares when `square`.  The whole-array reference."""
-    xp = get_array_module(a)
-    N, C = a.shape[:2]
-    padded = xp.zeros((N, C + size - 1) + a.shape[2:], dtype=a.dtype)
-    padded[:, pre_pad:pre_pad + C] = (a * a if square else a) * factor
-    total = padded[:, 0:C] + start
-    for i in range(1, size):
-        total += padded[:, i:i + C]
-    return total
-
-
-def _window_sum_loops(a, size, pre_pad, square, factor, start, out):
-    # Running sum over channels (Caffe's head-add / tail-subtract), accumulated in float64.
-    N, C, M = a.shape
-    acc = np.zeros(M, np.float64)
-    for n in range(N):
-        acc[:] = 0.0
-        for c in range(min(size - pre_pad - 1, C)):
-            for i in range(M):
-                v = a[n, c, i]
-                acc[i] += v * v if square else v
-        for c in range(C):
-            head = c - pre_pad + size - 1
-            tail = c - pre_pad - 1
-            if head < C:
-                for i in range(M):
-                    v = a[n, head, i]
-                    acc[i] += v * v if square else v
-            if tail >= 0:
-                for i in range(M):
-                    v = a[n, tail, i]
-                    acc[i] -= v * v if square else v
-            for i in range(M):
-                out[n, c, i] = start + factor * acc[i]
-
-
-def channel_window_sum_fast(a, size, pre_pad, square=False, factor=1.0, start=0.0):
-    """channel_window_sum, by a Numba running sum for NumPy arrays when available."""
-    if not _use_numba(a):
-        return channel_window_sum(a, size, pre_pad, square, factor, start)
-    N, C = a.shape[:2]
-    flat = np.ascontiguousarray(a).reshape(N, C, -1)
-    out = np.empty(flat.shape, dtype=a.dtype)
-    _window_sum_kernel()(flat, size, pre_pad, square, float(factor), float(start), out)
-    return out.reshape(a.shape)
-
-
-def lrn_across_forward(x, size, alpha, beta, k):
-    """ACROSS_CHANNELS: scale = k + alpha/size * sum_{|c'-c| <= (size-1)/2} x_c'^2; top = x * scale^-beta.
-
-    Returns (top, scale, scale^-beta).
-    """
-    scale = channel_window_sum_fast(x, size, (size - 1) // 2, square=True, factor=alpha / size, start=k)
-    power = scale ** -beta
-    return x * power, scale, power
-
-
-def lrn_across_backward(top_diff, x, top, scale, power, size, alpha, beta):
-    """dx = dy * scale^-beta - (2 alpha beta / size) * x * sum_window(dy * top / scale)."""
-    pre_pad = (size - 1) // 2
-    ratio = channel_window_sum_fast(top_diff * top / scale, size, size - 1 - pre_pad)
-    return top_diff * power - (2.0 * alpha * beta / size) * x * ratio
-
-
-def lrn_within_forward(x, size, alpha, beta):
-    """WITHIN_CHANNEL, as Caffe builds it from Power, AVE Pooling and Eltwise layers:
-
-        scale = 1 + alpha * AVEpool_{size x size, pad (size-1)/2, stride 1}(x^2)
-              = 1 + alpha / size^2 * (zero-padded box sum of x^2)      (k is not used)
-        top = x * scale^-beta
-    """
-    pre_pad = (size - 1) // 2
-    geometry = ((size, size), (1, 1), (pre_pad, pre_pad))
-    pooled = ave_pool_forward(x * x, *geometry, x.shape[2:])
-    scale = pooled * alpha + 1
-    return x * scale ** -beta, scale
-
-
-def lrn_within_backward(top_diff, x, scale, size, alpha, beta):
-    """Chain rule through the same composition: dx = dy s^-b + 2x * AVEpool^T(-b alpha dy x s^(-b-1))."""
-    pre_pad = (size - 1) // 2
-    geometry = ((size, size), (1, 1), (pre_pad, pre_pad))
-    dscale = top_diff * x * (-beta) * scale ** (-beta - 1)
-    dsquare = ave_pool_backward(dscale * alpha, *geometry, x.shape[2:])
-    return top_diff * scale ** -beta + 2 * x * dsquare
-
-
-@register("LRN", v1="LRN")
-class LRNLayer(Layer):
-    """Local response normalization (AlexNet), ACROSS_CHANNELS or WITHIN_CHANNEL.
-
-    ACROSS_CHANNELS: top = x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta
-    WITHIN_CHANNEL:  top = x / (1 + alpha/n^2 * sum of x^2 over an n x n neighbourhood)^beta
-    local_size n must be odd.  Shapes (N, C, H, W) -> same.
-    """
-    num_bottom = (1, 1)
-    num_top = (1, 1)
-
-    def setup(self, bottom, top):
-        p = self.layer_param.lrn_param
-        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
-        self.region = p.norm_region
-        if self.size % 2 != 1:
-            raise ValueError(self.error(f"supports only odd values for local_size, got {self.size}"))
-
-    def reshape(self, bottom, top):
-        _needs_4d(self, bottom[0])
-        top[0].reshape(bottom[0].shape)
-
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            out, self.scale, self.power = lrn_across_forward(x, self.size, self.alpha, self.beta, self.k)
-        else:
-            out, self.scale = lrn_within_forward(x, self.size, self.alpha, self.beta)
-        self.x, self.top_data = x, out
-        top[0].data = out
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            grad = lrn_across_backward(top[0].diff, self.x, self.top_data, self.scale, self.power,
-                                       self.size, self.alpha, self.beta)
-        else:
-            grad = lrn_within_backward(top[0].diff, self.x, self.scale, self.size, self.alpha, self.beta)
-        bottom[0].diff = grad
-
-
-# ---------------------------------------------------------------------------
-# SPP
-# ---------------------------------------------------------------------------
-def spp_level_geometry(level, H, W):
-    """Caffe's SPP pooling for pyramid level i: 2^i bins, kernel = stride = ceil(H / bins),
-    pad = (kernel * bins - H + 1) // 2 (and the same for W)."""
-    bins = 2 ** level
-    kh, kw = -(-H // bins), -(-W // bins)
-    ph, pw = (kh * bins - H + 1) // 2, (kw * bins - W + 1) // 2
-    return (kh, kw), (kh, kw), (ph, pw)
-
-
-@register("SPP")
-class SPPLayer(Layer):
-    """Spatial pyramid pooling: levels 0..pyramid_height-1 pool into 2^i x 2^i bins.
-
-    pyramid_height 1: top is the level-0 pooling, (N, C, 1, 1).
-    Otherwise each level is flattened to (N, C * Ho_i * Wo_i) and the levels
-    are concatenated along axis 1.
-    """
-    num_bottom = (1, 1)
-    num_top = (1, 1)
-
-    def setup(self, bottom, top):
-        p = self.layer_param.spp_param
-        self.height = p.pyramid_height
-        self.pool = p.pool   # SPPParameter.PoolMethod has PoolingParameter's numbers
-        if self.height < 1:
-            raise ValueError(self.error(f"needs pyramid_height >= 1, got {self.height}"))
-
-    def reshape(self, bottom, top):
-        _needs_4d(self, bottom[0])
-        N, C, H, W = bottom[0].shape
-        if H <= 0 or W <= 0:
-            raise ValueError(self.error(f"needs a non-empty input, got shape {bottom[0].shape}"))
-        self.levels = []
-        for level in range(self.height):
-            kernel, stride, pad = spp_level_geometry(level, H, W)
-            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-                raise ValueError(self.error(f"level {level} needs pad < kernel, got pad {pad} and "
-                                            f"kernel {kernel} for a {H} x {W} input (too many levels)"))
-            if pad != (0, 0) and self.pool == PP.STOCHASTIC:
-                raise ValueError(self.error(f"level {level} needs padding, which STOCHASTIC pooling lacks"))
-            any_pad = bool(pad[0] or pad[1])
-            out = (pooled_size(H, kernel[0], stride[0], pad[0], PP.CEIL, any_pad),
-                   pooled_size(W, kernel[1], stride[1], pad[1], PP.CEIL, any_pad))
-            self.levels.append(((kernel, stride, pad), out))
-        self.in_size = (H, W)
-        if self.height == 1:
-            top[0].reshape(N, C, *self.levels[0][1])
-        else:
-            top[0].reshape(N, sum(C * ho * wo for _, (ho, wo) in self.levels))
-
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        xp = get_array_module(x)
-        outs, self.argks = [], []
-        for geometry, out_size in self.levels:
-            if self.pool == PP.MAX:
-                out, argk = max_pool_forward_fast(x, *geometry, out_size)
-            elif self.pool == PP.AVE:
-                out, argk = ave_pool_forward(x, *geometry, out_size), None
-            elif self.phase == caffe_pb2.TRAIN:
-                out, argk = sto_pool_forward_train(x, geometry[0], geometry[1], out_size)
-            else:
-                out, argk = sto_pool_forward_test(x, geometry[0], geometry[1], out_size), None
-            outs.append(out)
-            self.argks.append(argk)
-        if self.height == 1:
-            top[0].data = outs[0]
-        else:
-            top[0].data = xp.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1)
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        dy = top[0].diff
-        N, C = bottom[0].shape[:2]
-        grad, offset = None, 0
-        for (geometry, out_size), argk in zip(self.levels, self.argks):
-            width = C * out_size[0] * out_size[1]
-            part = dy.reshape(N, -1)[:, offset:offset + width].reshape(N, C, *out_size)
-            offset += width
-            if self.pool == PP.MAX or (self.pool == PP.STOCHASTIC and self.phase == caffe_pb2.TRAIN):
-                g = max_pool_backward_fast(part, argk, *geometry, self.in_size)
-            elif self.pool == PP.AVE:
-                g = ave_pool_backward(part, *geometry, self.in_size)
-            else:
-                g = sto_pool_backward_test(part, bottom[0].data, geometry[0], geometry[1], self.in_size)
-            grad = g if grad is None else grad + g
-        bottom[0].diff = grad
-
-
-# ---------------------------------------------------------------------------
-# Crop
-# ---------------------------------------------------------------------------
-@register("Crop")
-class CropLayer(Layer):
-    """Crop bottom[0] to the shape of bottom[1] on the axes from `axis` on.
-
-    top = bottom[0][..., o_a : o_a + S_a, ...] for each cropped axis a, with
-    S_a = bottom[1].shape[a] and offsets o: none (all 0), one for all cropped
-    axes, or one per cropped axis.  Axes before `axis` keep bottom[0]'s size.
-    """
-    num_bottom = (2, 2)
-    num_top = (1, 1)
-
-    def setup(self, bottom, top):
-        p = self.layer_param.crop_param
-        n = len(bottom[0].shape)
-        try:
-            self.axis = bottom[0].canonical_axis(p.axis)
-        except ValueError:
-            raise ValueError(self.error(f"crop axis {p.axis} is out of range for a "
-                                        f"{n}-axis input of shape {bottom[0].shape}")) from None
-        self.offsets_param = list(p.offset)
-        if len(self.offsets_param) > 1 and self.axis + len(self.offsets_param) != n:
-            raise ValueError(self.error(
-                f"needs one offset or one per cropped axis ({n - self.axis} for axis {self.axis} of a "
-                f"{n}-axis input), got {len(self.offsets_param)}"))
-
-    def reshape(self, bottom, top):
-        src, ref = bottom[0].shape, bottom[1].shape
-        if len(src) != len(ref):
-            raise ValueError(self.error(f"needs bottoms with the same number of axes, got shapes {src} and {ref}"))
-        shape, self.slices = [], []
-        for i, size in enumerate(src):
-            offset, new = 0, size
-            if i >= self.axis:
-                new = ref[i]
-                if len(self.offsets_param) == 1:
-                    offset = self.offsets_param[0]
-                elif self.offsets_param:
-                    offset = self.offsets_param[i - self.axis]
-                if size - offset < new:
-                    raise ValueError(self.error(f"crop of axis {i} is out of bounds: size {new} at offset "
-                                                f"{offset} in an axis of size {size} (shapes {src}, {ref})"))
-            shape.append(new)
-            self.slices.append(slice(offset, offset + new))
-        self.slices = tuple(self.slices)
-        top[0].reshape(shape)
-
-    def forward(self, bottom, top):
-        top[0].data = bottom[0].data[self.slices]
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            xp = get_array_module(top[0].diff)
-            grad = xp.zeros(bottom[0].shape, dtype=bottom[0].dtype)
-            grad[self.slices] = top[0].diff
-            bottom[0].diff = grad
-        if propagate_down[1]:
-            bottom[1].diff = get_array_module(bottom[1].data).zeros(bottom[1].shape, bottom[1].dtype)

@@ -6,11 +6,12 @@ net.update().  On a large net (CaffeNet's 61 M parameters) those passes cost
 a quarter of a training iteration.  `sgd_step` does the whole sequence for
 one parameter in a single parallel pass, with the same float32 operations in
 the same order, so the result is bit-identical to the step-by-step path
-(which stays the reference, and the path for CuPy arrays and other solvers).
+(Solver.update_param, which stays the reference, and the path for CuPy arrays
+and other solvers).
 """
 import numpy as np
 
-from ..conv import _kernels
+from .. import kernels
 
 # Below this many elements the Numba worker threads cost more than they save.
 _PARALLEL_MIN = 1 << 16
@@ -20,7 +21,7 @@ _KERNELS = {}
 
 def available(*arrays):
     """True when the fused kernels can run on these arrays (NumPy, float32/float64, contiguous)."""
-    return _kernels.HAVE_NUMBA and all(
+    return kernels.HAVE_NUMBA and all(
         type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
 
 

@@ -10,10 +10,10 @@ CuPy arrays, small blobs and machines without Numba take the `xp` ufuncs.
 Arrays are viewed as (outer, channels, inner); per-channel vectors have
 `channels` entries.
 """
+from .. import kernels
 from ..backend import get_array_module
-from ..conv import _kernels
 
-if _kernels.HAVE_NUMBA:
+if kernels.HAVE_NUMBA:
     from numba import njit, prange, uint64
 
     @njit(parallel=True, cache=True)
@@ -61,16 +61,21 @@ if _kernels.HAVE_NUMBA:
 
 def _numba_ok(*arrays):
     a = arrays[0]
-    return (_kernels.HAVE_NUMBA and get_array_module(a).__name__ == "numpy" and a.size >= _kernels.MIN_WORK
+    return (kernels.HAVE_NUMBA and get_array_module(a).__name__ == "numpy" and a.size >= kernels.MIN_WORK
             and all(b.flags.c_contiguous and b.dtype == a.dtype for b in arrays))
 
 
 def channel_affine(x3, mul, add, out3):
     """out3 = x3 * mul[c] (+ add[c]); x3, out3 (outer, C, inner), may be the same array."""
-    xp = get_array_module(x3)
     if _numba_ok(x3, out3, mul) and (add is None or add.dtype == x3.dtype):
         _affine(x3, mul, mul[:0] if add is None else add, out3)
         return out3
+    return channel_affine_array(x3, mul, add, out3)
+
+
+def channel_affine_array(x3, mul, add, out3):
+    """channel_affine by xp ufuncs (the reference, and the CuPy path)."""
+    xp = get_array_module(x3)
     xp.multiply(x3, mul.reshape(1, -1, 1), out=out3)
     if add is not None:
         xp.add(out3, add.reshape(1, -1, 1), out=out3)
@@ -79,10 +84,15 @@ def channel_affine(x3, mul, add, out3):
 
 def channel_normalize(x3, sub, div, out3):
     """out3 = (x3 - sub[c]) / div[c]; x3, out3 (outer, C, inner), may be the same array."""
-    xp = get_array_module(x3)
     if _numba_ok(x3, out3, sub, div):
         _normalize(x3, sub, div, out3)
         return out3
+    return channel_normalize_array(x3, sub, div, out3)
+
+
+def channel_normalize_array(x3, sub, div, out3):
+    """channel_normalize by xp ufuncs (the reference, and the CuPy path)."""
+    xp = get_array_module(x3)
     xp.subtract(x3, sub.reshape(1, -1, 1), out=out3)
     xp.divide(out3, div.reshape(1, -1, 1), out=out3)
     return out3
@@ -93,4 +103,9 @@ def relu(x, out):
     if _numba_ok(x, out) and x.dtype.kind == "f":
         _relu(x, out, x.dtype.type(0))
         return out
+    return relu_array(x, out)
+
+
+def relu_array(x, out):
+    """relu by xp.maximum (the reference, and the CuPy path)."""
     return get_array_module(x).maximum(x, 0, out=out)

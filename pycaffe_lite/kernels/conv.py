@@ -1,9 +1,8 @@
-"""Numba kernels for the CPU hot loops that whole-array NumPy does badly.
+"""Numba kernels of the convolution engines: im2col / col2im, the NCHW <-> channel-major copies,
+depthwise convolution and the Winograd transforms.
 
-Each kernel has a plain array version in the engine modules (which is also
-what CuPy runs); the tests compare the two.  `HAVE_NUMBA` is False when Numba
-cannot be imported, or when PYCAFFE_LITE_NO_NUMBA=1, and the engines then use
-the array versions everywhere.
+The engines (pycaffe_lite.conv) call these on NumPy arrays and their array versions elsewhere (which
+is also what CuPy runs); kernels.REFERENCES names each kernel's reference and the tests compare the two.
 
 Layout conventions (C-contiguous):
     x     (N, C, H, W)             the input
@@ -16,32 +15,12 @@ bare loop variable (`src = a[c, start:start + n]; src[j]`), or test
 `0 <= index < size` per element (which also proves it); `a[start + j]` ran
 4-5x slower.
 """
-import os
-
 import numpy as np
 
-# Numba's OpenMP workers and OpenBLAS's workers take turns on the same cores
-# (transform, GEMM, transform).  By default both spin-wait after their parallel
-# section, and each then runs against the other's spinning threads: measured on
-# 2 cores, Winograd ran 1.35x slower and im2col 1.1x.  Numba's OpenMP pool is
-# started lazily, so asking it to sleep when idle still works here; OpenBLAS
-# reads OPENBLAS_THREAD_TIMEOUT (4 = sleep at once) only when NumPy is first
-# imported, so that one must be set before any `import numpy` (the benchmarks
-# do; see the lead's notes for the CLI).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import HAVE_NUMBA
 
-HAVE_NUMBA = False
-# Below this many elements of work the plain array versions run instead: waking
-# Numba's worker threads costs tens of microseconds on a quiet machine and up
-# to a scheduler time slice (milliseconds) on a busy one.
-MIN_WORK = int(os.environ.get("PYCAFFE_LITE_NUMBA_MIN_WORK", 1 << 17))
-if os.environ.get("PYCAFFE_LITE_NO_NUMBA", "") not in ("1", "true", "yes"):
-    try:
-        from numba import njit, prange, uint64
-        HAVE_NUMBA = True
-    except Exception:  # pragma: no cover - numba missing or broken
-        HAVE_NUMBA = False
-
+if HAVE_NUMBA:
+    from numba import njit, prange, uint64
 
 if HAVE_NUMBA:
     @njit(cache=True)
@@ -392,7 +371,7 @@ if HAVE_NUMBA:
     # grid rows th < nth are then copied to (or from) their T columns.
     # Zero coefficients of the transform matrices are skipped.
 
-    from ._wino_codelets import a2, a4, at2, at2b, at4, at4b, b2, b4, bt2, bt4
+    from .winograd_codelets import a2, a4, at2, at2b, at4, at4b, b2, b4, bt2, bt4
 
     # transform kinds for _apply
     BT, AT, A, B = 0, 1, 2, 3
