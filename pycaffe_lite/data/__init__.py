@@ -5,7 +5,8 @@
 Modules: datum (Datum <-> arrays, mean files), lmdb_io (readers, atomic
 writers), transformer (Caffe's crop/mirror/mean/scale), augment (our
 augmentation), batches (batch loaders), prefetch (the background thread),
-tta (test-time augmentation), pca (lighting statistics), convert (the
+tta (test-time augmentation), pca (lighting statistics), windows (R-CNN window
+files and the WindowData sampler), convert (the
 convert_imageset / compute_image_mean / convert_mnist tools).
 """
 

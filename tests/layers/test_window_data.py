@@ -10,7 +10,7 @@ import pycaffe_lite as caffe
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.data.datum import DataError, save_mean_file
 from pycaffe_lite.layer import create_layer
-from pycaffe_lite.layers.window_data import WindowFile, c_round, warp_window
+from pycaffe_lite.data.windows import WindowFile, c_round, warp_window
 from pycaffe_lite.proto import caffe_pb2
 
 H, W = 40, 50          # every test image
