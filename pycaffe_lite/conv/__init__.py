@@ -17,7 +17,7 @@ Arrays may be NumPy or CuPy: the module comes from the arrays; Numba kernels
 serve the NumPy hot loops.  Scratch memory comes from one shared workspace:
 `workspace_bytes()`, `set_workspace_limit(bytes)`.
 """
-from .choice import chosen_engines, engine_timings, reset_choices, resolve
+from .choice import chosen_engines, engine_timings, is_auto, reset_choices, resolve
 from .engines import ENGINES, Engine, get_engine
 from .geometry import ConvGeometry, shape_key
 from .workspace import (release_workspace, set_workspace_limit, workspace_bytes,
@@ -30,7 +30,7 @@ __all__ = ["ConvGeometry", "forward", "backward", "ENGINES", "Engine", "get_engi
 
 
 def _engine_for(engine, x, w, geom, kind="conv"):
-    if engine in (None, "auto"):
+    if is_auto(engine):
         from .choice import choose
         from ..backend import get_array_module
         return get_engine(choose(kind, x.shape, w.shape, geom, x.dtype, get_array_module(x)))

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from ..proto import caffe_pb2
 from .engines import ENGINES, get_engine
 from .geometry import shape_key
 
@@ -46,18 +47,35 @@ ROUNDS = 2             # timed runs per engine (interleaved; the best counts)
 _CHOICES = {}          # shape key -> engine name
 _TIMINGS = {}          # shape key -> {engine name: seconds for forward + backward}
 
-# prototxt engine enum value -> engine name, or AUTO / DEFAULT (timed choices)
-ENUM_NAMES = {0: DEFAULT, 1: "im2col", 2: DEFAULT, 1000: "fft", 1001: "winograd",
-              1002: "winograd4", 1003: AUTO}
+# The prototxt's engine (ConvolutionParameter.Engine, named as proto/caffe.proto names it) -> the engine
+# that runs, or AUTO / DEFAULT (the timed choices).  The one table of engine names.
+ENGINE_FOR = {"DEFAULT": DEFAULT, "CAFFE": "im2col", "CUDNN": DEFAULT, "FFT": "fft", "WINOGRAD": "winograd",
+              "WINOGRAD4": "winograd4", "AUTO": AUTO}
+TIMED = (AUTO, DEFAULT)
+_ENGINE_ENUM = caffe_pb2.ConvolutionParameter.Engine
+ENUM_NAMES = {_ENGINE_ENUM.Value(name): engine for name, engine in ENGINE_FOR.items()}   # enum value -> engine
+
+
+def prototxt_name(enum_value):
+    """The prototxt's name of a ConvolutionParameter.engine value (CAFFE, WINOGRAD, ...)."""
+    try:
+        return _ENGINE_ENUM.Name(int(enum_value))
+    except ValueError:
+        raise ValueError(f"unknown convolution engine value {enum_value}; known: "
+                         + ", ".join(ENGINE_FOR)) from None
 
 
 def resolve(enum_value):
     """Engine name for a ConvolutionParameter.engine value, or AUTO (None) / DEFAULT ("default")."""
-    try:
-        return ENUM_NAMES[int(enum_value)]
-    except KeyError:
-        raise ValueError(f"unknown convolution engine value {enum_value}; known: "
-                         "DEFAULT, CAFFE, CUDNN, FFT, WINOGRAD, WINOGRAD4, AUTO") from None
+    name = prototxt_name(enum_value)
+    if name not in ENGINE_FOR:
+        raise ValueError(f"convolution engine {name} has no engine here; known: " + ", ".join(ENGINE_FOR))
+    return ENGINE_FOR[name]
+
+
+def is_auto(engine):
+    """Whether an engine argument of conv.forward / backward asks for the timed choice (None or "auto")."""
+    return engine is AUTO or engine == "auto"
 
 
 def candidates(geom, channels):

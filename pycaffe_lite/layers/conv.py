@@ -33,9 +33,6 @@ from ..geometry import conv_spatial
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
-_ENGINE_ENUM = {0: "DEFAULT", 1: "CAFFE", 2: "CUDNN", 1000: "FFT", 1001: "WINOGRAD",
-                1002: "WINOGRAD4", 1003: "AUTO"}
-
 
 def parse_spatial(layer, blob, max_spatial=2):
     """(channel_axis, num_spatial) for a bottom blob, checked: 1 to max_spatial (None: any) spatial axes."""
@@ -117,13 +114,13 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 self.blobs.append(self.fill_param((self.num_output,), p.bias_filler, dtype, like=bottom[0]))
         self.engine_request = choice.resolve(p.engine)       # engine name, or choice.AUTO / DEFAULT
-        if self.nd and self.engine_request in (choice.AUTO, choice.DEFAULT):
+        if self.nd and self.engine_request in choice.TIMED:
             self.engine_request = "im2col"                    # N-D layers run their 2-D parts on im2col
-        self.timed = self.engine_request in (choice.AUTO, choice.DEFAULT)
+        self.timed = self.engine_request in choice.TIMED
         self.engine = self._engine("im2col" if self.timed else self.engine_request)
         if not self.timed and not self.engine.supports(self.geom):
             raise ValueError(self.error(
-                f"asks for engine {_ENGINE_ENUM.get(p.engine, p.engine)}, which cannot run a "
+                f"asks for engine {choice.prototxt_name(p.engine)}, which cannot run a "
                 f"{self.geom} convolution ({self.engine.describe}); use DEFAULT or AUTO"))
         self._choice_pending = False
         self._ctx = []
