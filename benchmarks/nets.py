@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from pycaffe_lite.conv.choice import ENGINE_FOR  # noqa: E402
 from pycaffe_lite.proto import caffe_pb2  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -81,7 +82,8 @@ NETS = {
     "ResNet-50": ("models/resnet50/deploy.prototxt", 8, False, (3, 224, 224), 1000),
 }
 _CLOCK = [time.perf_counter]      # time.process_time with --cpu-time
-ENGINE_VALUES = {"DEFAULT": 0, "CAFFE": 1, "AUTO": 1003, "FFT": 1000, "WINOGRAD": 1001, "WINOGRAD4": 1002}
+# --engine NAME: the prototxt engine names (CUDNN, DEFAULT on the CPU, left out)
+ENGINE_VALUES = {name: caffe_pb2.ConvolutionParameter.Engine.Value(name) for name in ENGINE_FOR if name != "CUDNN"}
 
 
 def load_param(name, engine):
@@ -110,7 +112,7 @@ def load_param(name, engine):
     value = ENGINE_VALUES[engine]
     for layer in param.layer:
         if layer.type == "Convolution" and value:
-            if value in (1, 1003) or _engine_fits(layer.convolution_param, value):
+            if value in (ENGINE_VALUES["CAFFE"], ENGINE_VALUES["AUTO"]) or _engine_fits(layer.convolution_param, value):
                 layer.convolution_param.engine = value
     return param, batch, train, image, classes
 
