@@ -120,7 +120,7 @@ def load_param(name, engine):
 def _engine_fits(p, value):
     kernel = list(p.kernel_size) or [p.kernel_h, p.kernel_w]
     stride = list(p.stride) or [1]
-    if value == 1000:
+    if value == ENGINE_VALUES["FFT"]:
         return all(s == 1 for s in stride)
     return all(k == 3 for k in kernel) and all(s == 1 for s in stride) and not list(p.dilation)
 
