@@ -130,6 +130,17 @@ class Layer:
     def backward(self, top, propagate_down, bottom):
         raise NotImplementedError(self.error("has no backward"))
 
+    # ---- what the type says about itself, from its definition alone -----
+    # Class methods, reached through the registry (`layer_class(type)`), so that tools
+    # (surgery, convert, summary) know a layer without building the net.
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        """The shapes of the parameter blobs SetUp creates, in order, from the definition and
+        the bottoms' shapes.  With bottom_shapes None (unknown), a dimension the bottoms decide
+        is None, and a whole shape is None when even its rank depends on them; the number of
+        blobs is always known.  A layer with parameters overrides this (the default: none)."""
+        return []
+
     # ---- hooks with Caffe's defaults ------------------------------------
     def allow_force_backward(self, bottom_index):
         return True

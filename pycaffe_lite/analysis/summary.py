@@ -158,46 +158,15 @@ def _madds(layer, bottoms, tops):
 # ---------------------------------------------------------------------------
 # the summary
 # ---------------------------------------------------------------------------
-_FILLER_FIELDS = ("weight_filler", "bias_filler", "filler")
-
-
-def _without_weight_fillers(param):
-    """A copy of a NetParameter whose parameter fillers are Caffe's default (constant 0).
-
-    Only shapes matter to a summary, and drawing 61M Gaussian numbers for CaffeNet
-    (138M for VGG16) would be most of its cost.
-    """
-    from ..proto import caffe_pb2
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(param)
-    for layer in out.layer:
-        for field, value in layer.ListFields():
-            if field.message_type is not None and field.name.endswith("_param") and field.name != "dummy_data_param":
-                for name in _FILLER_FIELDS:
-                    if name in value.DESCRIPTOR.fields_by_name and value.HasField(name):
-                        value.ClearField(name)
-    return out
-
-
-def build_net_for_summary(model, phase=None, level=0, stages=(), allow_python=None):
-    """A Net of a prototxt path or NetParameter, built with cheap (zero) parameter fillers."""
-    from ..net import TEST, Net
-    from ..proto.files import read_net_param
-    from ..proto import caffe_pb2
-    param = model if isinstance(model, caffe_pb2.NetParameter) else read_net_param(model)
-    return Net(_without_weight_fillers(param), phase=TEST if phase is None else phase, level=level,
-               stages=stages, allow_python=allow_python)
-
-
 def summarize(net, batch=None, phase=None, level=0, stages=(), include_splits=False, allow_python=None):
     """A NetSummary of a Net (or of a prototxt path / NetParameter, built here without drawing weights).
 
     batch: reshape the inputs to this batch size first (default: as declared).
     include_splits: list the Split layers the Net inserted (hidden by default).
     """
-    from ..net import Net
+    from ..net import Net, build_net_for_shapes
     if not isinstance(net, Net):
-        net = build_net_for_summary(net, phase, level, stages, allow_python)
+        net = build_net_for_shapes(net, phase, level, stages, allow_python)
     if batch is not None:
         if not net.inputs:
             raise ValueError("--batch needs a net with Input layers (this one is fed by data layers)")
@@ -333,5 +302,5 @@ def summary_to_dict(summary):
     }
 
 
-__all__ = ["GLOBAL", "LayerSummary", "NetSummary", "build_net_for_summary", "format_summary", "human",
+__all__ = ["GLOBAL", "LayerSummary", "NetSummary", "format_summary", "human",
            "summarize", "summary_to_dict"]

@@ -19,13 +19,14 @@ def _phase(name):
 
 # ---- summarize ------------------------------------------------------------------
 def summarize_command(args):
-    from ..analysis.summary import build_net_for_summary, format_summary, summarize, summary_to_dict
+    from ..analysis.summary import format_summary, summarize, summary_to_dict
+    from ..net import build_net_for_shapes
     phase = _phase(args.phase)
     if phase is None:
         raise ValueError(f"--phase must be TRAIN or TEST, got {args.phase!r}")
     try:
-        net = build_net_for_summary(args.model, phase=phase, level=args.level, stages=args.stage or (),
-                                    allow_python=args.allow_python or None)
+        net = build_net_for_shapes(args.model, phase=phase, level=args.level, stages=args.stage or (),
+                                   allow_python=args.allow_python or None)
     except (ValueError, OSError, RuntimeError) as exc:
         from ..proto.files import read_net_param
         try:

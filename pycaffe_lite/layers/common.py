@@ -59,6 +59,16 @@ class InnerProductLayer(Layer):
     num_bottom = (1, 1)
     num_top = (1, 1)
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        p = layer_param.inner_product_param
+        N = int(p.num_output)
+        K = None
+        if bottom_shapes:
+            shape = tuple(bottom_shapes[0])
+            K = count(shape, p.axis + len(shape) if p.axis < 0 else p.axis)
+        return [(K, N) if p.transpose else (N, K)] + [(N,)] * bool(p.bias_term)
+
     def setup(self, bottom, top):
         p = self.layer_param.inner_product_param
         if p.num_output <= 0:
@@ -297,6 +307,11 @@ class EmbedLayer(Layer):
     num_bottom = (1, 1)
     num_top = (1, 1)
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        p = layer_param.embed_param
+        return [(int(p.input_dim), int(p.num_output))] + [(int(p.num_output),)] * bool(p.bias_term)
+
     def setup(self, bottom, top):
         p = self.layer_param.embed_param
         if p.num_output <= 0 or p.input_dim <= 0:
@@ -460,6 +475,10 @@ class ParameterLayer(Layer):
     num_bottom = (0, 0)
     num_top = (1, 1)
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        return [_shape(layer_param.parameter_param.shape)]
+
     def setup(self, bottom, top):
         shape = _shape(self.layer_param.parameter_param.shape)
         if not self.blobs:
@@ -505,6 +524,19 @@ def _per_channel_sum(a, outer, dim, inner, shape):
     return a.reshape(outer, dim, inner).sum(axis=(0, 2)).reshape(shape)
 
 
+def _num_bottoms(layer_param, bottom_shapes):
+    return len(bottom_shapes) if bottom_shapes is not None else len(layer_param.bottom)
+
+
+def _operand_shape(bottom_shapes, axis, num_axes):
+    """bottom[0]'s axes [axis, axis + num_axes) (-1: to the end); None when bottom[0] is not known."""
+    if not bottom_shapes:
+        return None
+    shape = tuple(bottom_shapes[0])
+    axis = axis + len(shape) if axis < 0 else axis
+    return shape[axis:] if num_axes == -1 else shape[axis:axis + num_axes]
+
+
 @register("Bias")
 class BiasLayer(Layer):
     """y = x + b, b broadcast along the axes [axis, axis + b.ndim) of x (default axis 1).
@@ -514,6 +546,13 @@ class BiasLayer(Layer):
     """
     num_bottom = (1, 2)
     num_top = (1, 1)
+
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        p = layer_param.bias_param
+        if _num_bottoms(layer_param, bottom_shapes) > 1:
+            return []
+        return [_operand_shape(bottom_shapes, p.axis, p.num_axes)]
 
     def setup(self, bottom, top):
         p = self.layer_param.bias_param
@@ -554,6 +593,16 @@ class ScaleLayer(Layer):
     """
     num_bottom = (1, 2)
     num_top = (1, 1)
+
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        p = layer_param.scale_param
+        learned = _num_bottoms(layer_param, bottom_shapes) == 1
+        shapes = [_operand_shape(bottom_shapes, p.axis, p.num_axes)] if learned else []
+        if p.bias_term:
+            num_axes = p.num_axes if learned else (len(bottom_shapes[1]) if bottom_shapes else None)
+            shapes.append(None if num_axes is None else _operand_shape(bottom_shapes, p.axis, num_axes))
+        return shapes
 
     def setup(self, bottom, top):
         p = self.layer_param.scale_param

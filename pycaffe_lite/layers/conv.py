@@ -29,7 +29,7 @@ from ..conv import choice, nd
 from ..conv import im2col as im2col_engine
 from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
-from ..geometry import conv_spatial
+from ..geometry import conv_channel_axis, conv_num_spatial, conv_spatial, has_conv_kernel
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
@@ -77,6 +77,19 @@ class BaseConvolutionLayer(Layer):
     equal_bottom_top = True
     kind = "conv"
 
+    # -- what the definition says --------------------------------------------
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        """[weights (see weight_dims), bias (num_output,) with bias_term]."""
+        p = layer_param.convolution_param
+        shape = tuple(bottom_shapes[0]) if bottom_shapes else None
+        channels = None if shape is None else shape[conv_channel_axis(layer_param, shape)]
+        kernel = None
+        if shape is not None or has_conv_kernel(layer_param):
+            kernel = conv_spatial(layer_param, conv_num_spatial(layer_param, shape))[0]
+        weights = None if kernel is None else cls.weight_dims(int(p.num_output), channels, int(p.group) or 1, kernel)
+        return [weights] + [(int(p.num_output),)] * bool(p.bias_term)
+
     # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
         p = self.layer_param.convolution_param
@@ -97,7 +110,7 @@ class BaseConvolutionLayer(Layer):
                                         f"num_output {self.num_output}, group {group}"))
         self.geom = as_geometry(self, self.num_spatial, group)
         self.bias_term = bool(p.bias_term)
-        weight_shape = self.weight_shape()
+        weight_shape = self.param_shapes(self.layer_param, [bottom[0].shape])[0]
         if self.blobs:
             if len(self.blobs) != 1 + self.bias_term:
                 raise ValueError(self.error(f"Incorrect number of weight blobs: expected "
@@ -128,10 +141,6 @@ class BaseConvolutionLayer(Layer):
     def _engine(self, name):
         """The named engine; over three or more spatial axes, run on their 2-D parts."""
         return nd.NDEngine(get_engine(name)) if self.nd else get_engine(name)
-
-    def kernel4(self):
-        """The kernel as weights store it: (kh, kw); (k,) for 1-D layers; every axis for N-D."""
-        return self.geom.kernel if self.num_spatial != 1 else (self.geom.kernel[1],)
 
     # -- shapes ----------------------------------------------------------------
     def reshape(self, bottom, top):
@@ -206,8 +215,10 @@ class ConvolutionLayer(BaseConvolutionLayer):
     Caffe's output size (in + 2p - (d(k-1)+1)) // s + 1, rounded down."""
     kind = "conv"
 
-    def weight_shape(self):
-        return (self.num_output, self.channels // self.geom.group) + self.kernel4()
+    @staticmethod
+    def weight_dims(num_output, channels, group, kernel):
+        """(K, C/group, *kernel); C None when the bottom is not known."""
+        return (num_output, None if channels is None else channels // group, *kernel)
 
     def output_hw(self, *spatial):
         return self.geom.output_shape(spatial) if self.nd else self.geom.output_hw(*spatial)
@@ -257,8 +268,12 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     classic learnable upsampling layer."""
     kind = "deconv"
 
-    def weight_shape(self):
-        return (self.channels, self.num_output // self.geom.group) + self.kernel4()
+    @staticmethod
+    def weight_dims(num_output, channels, group, kernel):
+        """(C, K/group, *kernel); C None when the bottom is not known."""
+        if num_output % group:
+            return None
+        return (channels, num_output // group, *kernel)
 
     def output_hw(self, *spatial):
         return self.geom.deconv_output_shape(spatial) if self.nd else self.geom.deconv_output_hw(*spatial)

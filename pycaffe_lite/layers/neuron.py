@@ -359,6 +359,12 @@ class PReLULayer(NeuronLayer):
     blobs[0]: shape (C,), or () with channel_shared; filler default constant 0.25.
     """
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        if layer_param.prelu_param.channel_shared:
+            return [()]
+        return [(tuple(bottom_shapes[0])[1] if bottom_shapes else None,)]
+
     def setup(self, bottom, top):
         if len(bottom[0].shape) < 2:
             raise ValueError(self.error(f"needs a bottom with at least 2 axes, got shape {bottom[0].shape}"))
@@ -369,7 +375,7 @@ class PReLULayer(NeuronLayer):
             filler = p.filler
             if not p.HasField("filler"):
                 filler = caffe_pb2.FillerParameter(type="constant", value=0.25)
-            shape = () if self.channel_shared else (channels,)
+            shape = self.param_shapes(self.layer_param, [bottom[0].shape])[0]
             self.blobs.append(self.fill_param(shape, filler, bottom[0].dtype, like=bottom[0]))
         want = 1 if self.channel_shared else channels
         if self.blobs[0].count != want:

@@ -33,6 +33,11 @@ class BatchNormLayer(Layer):
     num_bottom = (1, 1)
     num_top = (1, 1)
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        channels = cls._channels(tuple(bottom_shapes[0])) if bottom_shapes else None
+        return [(channels,), (channels,), (1,)]
+
     def setup(self, bottom, top):
         p = self.layer_param.batch_norm_param
         self.moving_average_fraction = float(p.moving_average_fraction)
@@ -43,7 +48,7 @@ class BatchNormLayer(Layer):
             self.use_global_stats = self.phase == caffe_pb2.TEST
         self.channels = self._channels(bottom[0].shape)
         if not self.blobs:
-            for shape in ((self.channels,), (self.channels,), (1,)):
+            for shape in self.param_shapes(self.layer_param, [bottom[0].shape]):
                 self.blobs.append(self.make_blob(shape, bottom[0].dtype, like=bottom[0]))
         self._fix_statistics()
 

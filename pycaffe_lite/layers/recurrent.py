@@ -124,6 +124,16 @@ class LSTMUnitLayer(Layer):
 # ---------------------------------------------------------------------------
 # the recurrent layers
 # ---------------------------------------------------------------------------
+def _count(bottom_shapes, index, start):
+    """The elements of bottom `index` from axis `start` on (None when the bottoms are not known)."""
+    if not bottom_shapes:
+        return None
+    n = 1
+    for d in tuple(bottom_shapes[index])[start:]:
+        n *= int(d)
+    return n
+
+
 class RecurrentLayer(Layer):
     """What RNN and LSTM share: blob checks, parameters, the carried state, input transforms.
 
@@ -166,13 +176,28 @@ class RecurrentLayer(Layer):
             raise ValueError(self.error(f"needs x_static with {x[1]} rows (one per stream), "
                                         f"got shape {bottom[2].shape}"))
 
+    @classmethod
+    def param_shapes(cls, layer_param, bottom_shapes=None):
+        """Caffe's order: the input transform (and the static input's) first, then the recurrence's."""
+        p = layer_param.recurrent_param
+        hidden = int(p.num_output)
+        rows = cls.gate_factor * hidden
+        shapes = [(rows, _count(bottom_shapes, 0, 2)), (rows,)]
+        if cls._has_static_input(layer_param, bottom_shapes):
+            shapes.append((rows, _count(bottom_shapes, 2, 1)))
+        return shapes + [shape for shape, _ in cls.recurrence_params(hidden)]
+
+    @classmethod
+    def _has_static_input(cls, layer_param, bottom_shapes):
+        exposed = cls.num_recur if layer_param.recurrent_param.expose_hidden else 0
+        n = len(bottom_shapes) if bottom_shapes is not None else len(layer_param.bottom)
+        return n > 2 + exposed
+
     def _param_specs(self, bottom, p):
-        """[(shape, filler)] in Caffe's order; the input transform and static transform come first."""
-        rows = self.gate_factor * self.hidden
-        specs = [((rows, bottom[0].count_between(2)), p.weight_filler), ((rows,), p.bias_filler)]
-        if self.static_input:
-            specs.append(((rows, bottom[2].count_between(1)), p.weight_filler))
-        return specs
+        """[(shape, filler)] in param_shapes' order."""
+        fillers = [p.weight_filler, p.bias_filler] + [p.weight_filler] * self.static_input
+        fillers += [getattr(p, name) for _, name in self.recurrence_params(self.hidden)]
+        return list(zip(self.param_shapes(self.layer_param, [b.shape for b in bottom]), fillers))
 
     def reshape(self, bottom, top):
         self._check_inputs(bottom)
@@ -270,9 +295,9 @@ class LSTMLayer(RecurrentLayer):
     num_recur = 2
     gate_factor = 4
 
-    def _param_specs(self, bottom, p):
-        rows = 4 * self.hidden
-        return super()._param_specs(bottom, p) + [((rows, self.hidden), p.weight_filler)]
+    @staticmethod
+    def recurrence_params(hidden):
+        return [((4 * hidden, hidden), "weight_filler")]                  # W_hc
 
     def recur_forward(self, pre, cont, initial):
         xp = get_array_module(pre)
@@ -323,10 +348,10 @@ class RNNLayer(RecurrentLayer):
     num_recur = 1
     gate_factor = 1
 
-    def _param_specs(self, bottom, p):
-        H = self.hidden
-        return super()._param_specs(bottom, p) + [
-            ((H, H), p.weight_filler), ((H, H), p.weight_filler), ((H,), p.bias_filler)]
+    @staticmethod
+    def recurrence_params(hidden):
+        H = hidden
+        return [((H, H), "weight_filler"), ((H, H), "weight_filler"), ((H,), "bias_filler")]   # W_hh, W_ho, b_o
 
     def recur_forward(self, pre, cont, initial):
         xp = get_array_module(pre)

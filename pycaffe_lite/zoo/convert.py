@@ -21,6 +21,7 @@ import numpy as np
 
 from ..proto import upgrade
 from ..io_utils import atomic_write, write_bytes_atomic
+from ..layer import layer_class
 from ..proto.blobs import array_to_blob_proto, blob_proto_to_array
 from ..proto.files import read_binary_proto, read_text_proto, read_weights
 from ..proto import caffe_pb2
@@ -88,40 +89,14 @@ def _shape_text(shape):
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def _static_param_shapes(layer):
-    """A layer's parameter shapes as far as its definition alone tells (None: depends on the bottoms)."""
-    from .surgery import num_param_blobs
-    count = num_param_blobs(layer)
-    shapes = [None] * count
-    if layer.type in ("Convolution", "Deconvolution") and count:
-        from ..geometry import conv_num_spatial, conv_spatial, has_conv_kernel
-        p = layer.convolution_param
-        kernel = conv_spatial(layer, conv_num_spatial(layer))[0] if has_conv_kernel(layer) else None
-        group = p.group or 1
-        if layer.type == "Convolution":
-            shapes[0] = (p.num_output, None, *kernel) if kernel else None
-        else:
-            shapes[0] = (None, p.num_output // group, *kernel) if kernel and p.num_output % group == 0 else None
-        if count > 1:
-            shapes[1] = (p.num_output,)
-    elif layer.type == "InnerProduct" and count:
-        p = layer.inner_product_param
-        shapes[0] = (None, p.num_output) if p.transpose else (p.num_output, None)
-        if count > 1:
-            shapes[1] = (p.num_output,)
-    return shapes
-
-
 def _built_param_shapes(net_param, names):
     """{layer: [shapes]} from building the net with cheap fillers (TEST, then TRAIN for the rest)."""
-    import importlib
-    importlib.import_module("pycaffe_lite.layers")
-    from ..analysis.summary import build_net_for_summary
+    from ..net import build_net_for_shapes
     shapes = {}
     for phase in (caffe_pb2.TEST, caffe_pb2.TRAIN):
         if not set(names) - set(shapes):
             break
-        net = build_net_for_summary(net_param, phase=phase)
+        net = build_net_for_shapes(net_param, phase=phase)
         for name, layer in zip(net.layer_names, net.layers):
             shapes.setdefault(name, [tuple(b.shape) for b in layer.blobs])
     return shapes
@@ -150,7 +125,7 @@ def check_param_shapes(arrays, model, origin=None, model_path=None):
     for name, blobs in arrays.items():
         if name not in definitions:
             continue
-        target = expected[name] if name in expected else _static_param_shapes(definitions[name])
+        target = expected[name] if name in expected else layer_class(definitions[name].type, name).param_shapes(definitions[name])
         if len(blobs) != len(target):
             raise ValueError(f"{origin}: incompatible number of blobs for layer '{name}': source has "
                              f"{len(blobs)}, target ({where}) {len(target)}")

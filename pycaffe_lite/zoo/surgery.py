@@ -28,6 +28,7 @@ import logging
 
 import numpy as np
 
+from ..layer import layer_class
 from ..proto import caffe_pb2
 from .convert import weights_to_arrays
 
@@ -36,27 +37,9 @@ log = logging.getLogger("pycaffe_lite")
 
 # ---------------------------------------------------------------------------- learnable blobs
 def num_param_blobs(layer):
-    """How many parameter blobs Caffe's layer of this definition holds."""
-    kind = layer.type
-    if kind in ("Convolution", "Deconvolution"):
-        return 1 + int(layer.convolution_param.bias_term)
-    if kind == "InnerProduct":
-        return 1 + int(layer.inner_product_param.bias_term)
-    if kind == "Embed":
-        return 1 + int(layer.embed_param.bias_term)
-    if kind == "Scale":
-        return (1 if len(layer.bottom) < 2 else 0) + int(layer.scale_param.bias_term)
-    if kind == "Bias":
-        return 1 if len(layer.bottom) < 2 else 0
-    if kind == "BatchNorm":
-        return 3
-    if kind in ("PReLU", "Parameter"):
-        return 1
-    if kind == "LSTM":
-        return 3 + int(len(layer.bottom) > 2)
-    if kind == "RNN":
-        return 5 + int(len(layer.bottom) > 2)
-    return 0
+    """How many parameter blobs Caffe's layer of this definition holds (its type says;
+    an unknown type is an error naming the layer)."""
+    return len(layer_class(layer.type, layer.name).param_shapes(layer))
 
 
 def learnable_layers(net_param):
