@@ -19,12 +19,11 @@ import zipfile
 
 import numpy as np
 
-from ..proto import upgrade
 from ..io_utils import atomic_write, write_bytes_atomic
 from ..layer import layer_class
+from ..proto import caffe_pb2, upgrade
 from ..proto.blobs import array_to_blob_proto, blob_proto_to_array
 from ..proto.files import read_binary_proto, read_text_proto, read_weights
-from ..proto import caffe_pb2
 from ..proto.text import to_text
 
 log = logging.getLogger("pycaffe_lite")
@@ -125,7 +124,8 @@ def check_param_shapes(arrays, model, origin=None, model_path=None):
     for name, blobs in arrays.items():
         if name not in definitions:
             continue
-        target = expected[name] if name in expected else layer_class(definitions[name].type, name).param_shapes(definitions[name])
+        definition = definitions[name]
+        target = expected[name] if name in expected else layer_class(definition.type, name).param_shapes(definition)
         if len(blobs) != len(target):
             raise ValueError(f"{origin}: incompatible number of blobs for layer '{name}': source has "
                              f"{len(blobs)}, target ({where}) {len(target)}")

@@ -352,8 +352,9 @@ def transplant(net, weights, rename=None, strict=False):
 # ---------------------------------------------------------------------------- fully connected -> convolution
 def _blob_shapes(net_param, phase=None):
     """Every blob's shape in `net_param` (builds the net: parameters are allocated)."""
-    from ..net import Net
     import importlib
+
+    from ..net import Net
     importlib.import_module("pycaffe_lite.layers")
     net = Net(net_param, phase=caffe_pb2.TEST if phase is None else phase)
     return {name: tuple(blob.shape) for name, blob in net.blobs.items()}, net
