@@ -62,6 +62,8 @@ def conv(extra=""):
 
 
 NCHW = (2, 4, 7, 6)
+RISTRETTO_Q = ('quantization_param { bw_layer_in: 16 fl_layer_in: 12 bw_params: 8 fl_params: 7 '
+               'bw_layer_out: 16 fl_layer_out: 10 }')
 CASES = [
     # --- vision -------------------------------------------------------------------------------
     Case("conv", conv(), [(NCHW, "normal")]),
@@ -167,6 +169,17 @@ CASES = [
          propagate=(0,)),
     Case("lstm_unit", 'type: "LSTMUnit"', [((1, 2, 3), "normal"), ((1, 2, 12), "normal"), ((1, 2), "cont")],
          num_tops=2, propagate=(0, 1)),
+    # --- Ristretto (TEST: nearest rounding, so both devices trim alike) -------------------------
+    Case("conv_ristretto", 'type: "ConvolutionRistretto" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+         'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } '
+         + RISTRETTO_Q, [(NCHW, "normal")], phase=TEST),
+    Case("fc_ristretto", 'type: "FcRistretto" inner_product_param { num_output: 5 '
+         'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } '
+         + RISTRETTO_Q, [((3, 2, 4), "normal")], phase=TEST),
+    Case("deconv_ristretto", 'type: "DeconvolutionRistretto" convolution_param { num_output: 3 kernel_size: 2 '
+         'stride: 2 weight_filler { type: "gaussian" std: 0.3 } } ' + RISTRETTO_Q, [(NCHW, "normal")], phase=TEST),
+    Case("lrn_ristretto", 'type: "LRNRistretto" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } '
+         'quantization_param { precision: MINIFLOAT mant_bits: 10 exp_bits: 5 }', [(NCHW, "normal")], phase=TEST),
 ]
 
 # Types with no case here, and why (the GPU test fails for a registered type in neither list).

@@ -184,6 +184,11 @@ def test_train_phase_trims_only_the_weights_stochastically(text):
     np.testing.assert_array_equal(top[0].data, twin_top[0].data)   # outputs not trimmed in TRAIN
 
 
+def _copy_params(target, source):
+    for mine, theirs in zip(target.blobs, source.blobs):
+        mine.data[...] = theirs.data
+
+
 def _on_grid_weights(layer):
     for blob in layer.blobs:                # weights on the grid: every draw rounds them exactly
         blob.data[...] = quantize.trim_fixed_point(blob.data, 5, 3)
@@ -214,10 +219,8 @@ def test_gradients_are_straight_through(text):
     np.testing.assert_allclose(dx, numeric, rtol=1e-6, atol=1e-8)
     twin_text = _float_twin(layer)
     twin, twin_bottom, twin_top = build(twin_text, [x], phase=TRAIN)
-    for mine, blob in zip(twin.blobs, layer.blobs):
-        mine.data[...] = blob.data
-    check_gradient(twin_text, [x], setup_fn=lambda t: [m.data.__setitem__(Ellipsis, b.data)
-                                                      for m, b in zip(t.blobs, layer.blobs)])
+    _copy_params(twin, layer)
+    check_gradient(twin_text, [x], setup_fn=lambda t: _copy_params(t, layer))   # the float layer's are right
     bottom[0].data[...] = x
     layer.Forward(bottom, top)
     for blob in layer.blobs:
