@@ -6,6 +6,7 @@ import pytest
 
 from conftest import fixture_path
 from layer_check import build, check_gradient, forward, layer_param
+from layer_refs import argmax_reference, broadcast_reference, mvn_reference
 from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import create_layer
@@ -400,21 +401,6 @@ def test_view_layers_refuse_in_place(type_):
 
 
 # ---- MVN -----------------------------------------------------------------------------------
-def mvn_reference(x, normalize_variance=True, across_channels=False, eps=1e-9):
-    out = np.empty_like(x)
-    groups = [(n,) for n in range(x.shape[0])] if across_channels else \
-        [(n, c) for n in range(x.shape[0]) for c in range(x.shape[1])]
-    for g in groups:
-        values = x[g].ravel().tolist()
-        mean = sum(values) / len(values)
-        centered = x[g] - mean
-        if normalize_variance:
-            std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-            centered = centered / (std + eps)
-        out[g] = centered
-    return out
-
-
 @pytest.mark.parametrize("param, kw", [
     ("", {}), ("mvn_param { normalize_variance: false }", {"normalize_variance": False}),
     ("mvn_param { across_channels: true }", {"across_channels": True}),
@@ -543,15 +529,6 @@ def test_argmax_by_hand_with_caffes_tie_order():
     assert y.tolist() == [[[2.0, 0.0], [3.0, 3.0]], [[3.0, 1.0], [5.0, 5.0]]]
 
 
-def argmax_reference(x, k, axis):
-    moved = np.moveaxis(x, axis, -1)
-    idx = np.empty(moved.shape[:-1] + (k,))
-    for pos in np.ndindex(moved.shape[:-1]):
-        pairs = sorted(((v, j) for j, v in enumerate(moved[pos])), reverse=True)
-        idx[pos] = [j for _, j in pairs[:k]]
-    return np.moveaxis(idx, -1, axis), np.moveaxis(np.take_along_axis(moved, idx.astype(int), -1), -1, axis)
-
-
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 @pytest.mark.parametrize("k", [1, 2])
 def test_argmax_along_an_axis(axis, k):
@@ -657,14 +634,6 @@ def test_parameter():
 
 
 # ---- Scale / Bias --------------------------------------------------------------------------
-def broadcast_reference(x, operand, axis, op):
-    """x op operand with operand's axes lined up from `axis`, as a plain loop."""
-    out = np.empty_like(x)
-    for idx in np.ndindex(x.shape):
-        out[idx] = op(x[idx], operand[idx[axis:axis + operand.ndim]])
-    return out
-
-
 SCALE_CASES = [   # (scale_param, operand shape, axis it lines up with)
     ("", (3,), 1), ("axis: 0 num_axes: 2", (2, 3), 0), ("num_axes: -1", (3, 2, 2), 1),
     ("num_axes: 0", (), 0), ("axis: -1", (2,), 3), ("axis: 1 num_axes: 2", (3, 2), 1),

@@ -6,9 +6,10 @@ import pytest
 
 from conftest import fixture_path
 from layer_check import build, check_gradient, forward, layer_param
+from layer_refs import conv_loops, deconv_loops, im2col_loops
 from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
-from pycaffe_lite.conv import ConvGeometry, chosen_engines, reset_choices
+from pycaffe_lite.conv import chosen_engines, reset_choices
 from pycaffe_lite.layer import create_layer
 from pycaffe_lite.proto import caffe_pb2
 
@@ -16,75 +17,6 @@ from pycaffe_lite.proto import caffe_pb2
 # ---------------------------------------------------------------------------
 # plain-loop references
 # ---------------------------------------------------------------------------
-def conv_loops(x, w, b, kernel, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group=1):
-    """Caffe's convolution, one output value at a time."""
-    n, c, h, wd = x.shape
-    k = w.shape[0]
-    cg, kg = c // group, k // group
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
-    ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    wo = (wd + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
-    y = np.zeros((n, k, ho, wo))
-    for i in range(n):
-        for o in range(k):
-            g = o // kg
-            for r in range(ho):
-                for q in range(wo):
-                    total = 0.0 if b is None else b[o]
-                    for ci in range(cg):
-                        for a in range(kh):
-                            for e in range(kw):
-                                hh, ww = r * sh - ph + a * dh, q * sw - pw + e * dw
-                                if 0 <= hh < h and 0 <= ww < wd:
-                                    total += w[o, ci, a, e] * x[i, g * cg + ci, hh, ww]
-                    y[i, o, r, q] = total
-    return y
-
-
-def deconv_loops(x, w, b, kernel, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group=1):
-    """Caffe's deconvolution: every input value scatters w[c, k] into the output."""
-    n, c, h, wd = x.shape
-    kg = w.shape[1]
-    k = kg * group
-    cg = c // group
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
-    ho = sh * (h - 1) + dh * (kh - 1) + 1 - 2 * ph
-    wo = sw * (wd - 1) + dw * (kw - 1) + 1 - 2 * pw
-    y = np.zeros((n, k, ho, wo))
-    for i in range(n):
-        for ci in range(c):
-            g = ci // cg
-            for r in range(h):
-                for q in range(wd):
-                    for o in range(kg):
-                        for a in range(kh):
-                            for e in range(kw):
-                                hh, ww = r * sh - ph + a * dh, q * sw - pw + e * dw
-                                if 0 <= hh < ho and 0 <= ww < wo:
-                                    y[i, g * kg + o, hh, ww] += w[ci, o, a, e] * x[i, ci, r, q]
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
-
-
-def im2col_loops(x, kernel, stride=(1, 1), pad=(0, 0), dilation=(1, 1)):
-    n, c, h, wd = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
-    ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    wo = (wd + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
-    cols = np.zeros((n, c * kh * kw, ho, wo))
-    for i in range(n):
-        for ci in range(c):
-            for a in range(kh):
-                for e in range(kw):
-                    for r in range(ho):
-                        for q in range(wo):
-                            hh, ww = r * sh - ph + a * dh, q * sw - pw + e * dw
-                            if 0 <= hh < h and 0 <= ww < wd:
-                                cols[i, (ci * kh + a) * kw + e, r, q] = x[i, ci, hh, ww]
-    return cols
-
-
 def conv_text(params, type_="Convolution", filler='weight_filler { type: "gaussian" std: 0.5 } '
               'bias_filler { type: "gaussian" std: 0.5 }'):
     return f'type: "{type_}" convolution_param {{ {params} {filler} }}'

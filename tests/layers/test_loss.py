@@ -5,41 +5,19 @@ import pytest
 
 from conftest import fixture_path
 from layer_check import build, check_gradient, forward
+from layer_refs import ref_contrastive, ref_infogain, ref_sigmoid_ce, ref_softmax, ref_softmax_loss
 from pycaffe_lite.proto import caffe_pb2
 
 rng = np.random.default_rng(3)
-FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def loss_of(text, bottoms, **kw):
     return forward(text, bottoms, **kw)[0].item()
 
 
-def ref_softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 # ---------------------------------------------------------------------------
 # SoftmaxWithLoss
 # ---------------------------------------------------------------------------
-def ref_softmax_loss(scores, labels, ignore, mode):
-    """Loops over (n, spatial) with classes on axis 1."""
-    N, C = scores.shape[:2]
-    s = scores.reshape(N, C, -1)
-    lab = labels.reshape(N, -1)
-    total, valid = 0.0, 0
-    for n in range(N):
-        for j in range(s.shape[2]):
-            if lab[n, j] == ignore:
-                continue
-            p = np.exp(s[n, :, j] - s[n, :, j].max())
-            total -= np.log(max(p[int(lab[n, j])] / p.sum(), FLT_MIN))
-            valid += 1
-    norm = {"FULL": N * s.shape[2], "VALID": valid, "BATCH_SIZE": N, "NONE": 1}[mode]
-    return total / max(norm, 1)
-
-
 def labels_with_ignored(shape, classes, ignore=255):
     labels = rng.integers(0, classes, shape).astype(float)
     labels.reshape(-1)[[1, 4]] = ignore
@@ -177,14 +155,6 @@ def test_euclidean_loss():
 # ---------------------------------------------------------------------------
 # SigmoidCrossEntropyLoss
 # ---------------------------------------------------------------------------
-def ref_sigmoid_ce(x, t, ignore, mode):
-    valid = np.ones(x.shape, bool) if ignore is None else t.astype(int) != ignore
-    p = 1 / (1 + np.exp(-x))
-    terms = -(t * np.log(p) + (1 - t) * np.log(1 - p))
-    norm = {"FULL": x.size, "VALID": valid.sum(), "BATCH_SIZE": x.shape[0], "NONE": 1}[mode]
-    return (terms * valid).sum() / max(norm, 1)
-
-
 @pytest.mark.parametrize("mode", ["VALID", "FULL", "BATCH_SIZE", "NONE"])
 def test_sigmoid_cross_entropy_normalizations_with_ignore_label(mode):
     x = rng.standard_normal((3, 4))
@@ -232,21 +202,6 @@ def test_hinge_loss(norm):
 # ---------------------------------------------------------------------------
 # InfogainLoss
 # ---------------------------------------------------------------------------
-def ref_infogain(scores, labels, H, ignore=None, mode="VALID"):
-    N, C = scores.shape[:2]
-    p = ref_softmax(scores, 1).reshape(N, C, -1)
-    lab = labels.reshape(N, -1)
-    total, valid = 0.0, 0
-    for n in range(N):
-        for j in range(p.shape[2]):
-            if lab[n, j] == ignore:
-                continue
-            total -= (H[int(lab[n, j])] * np.log(np.maximum(p[n, :, j], 1e-20))).sum()
-            valid += 1
-    norm = {"FULL": N * p.shape[2], "VALID": valid, "BATCH_SIZE": N, "NONE": 1}[mode]
-    return total / max(norm, 1)
-
-
 def write_blob_proto(path, array):
     blob = caffe_pb2.BlobProto()
     blob.shape.dim.extend(array.shape)
@@ -307,19 +262,6 @@ def test_multinomial_logistic_loss():
 # ---------------------------------------------------------------------------
 # ContrastiveLoss
 # ---------------------------------------------------------------------------
-def ref_contrastive(a, b, y, margin, legacy):
-    total = 0.0
-    for n in range(a.shape[0]):
-        d2 = ((a[n] - b[n]) ** 2).sum()
-        if y[n]:
-            total += d2
-        elif legacy:
-            total += max(margin - d2, 0.0)
-        else:
-            total += max(margin - np.sqrt(d2), 0.0) ** 2
-    return total / a.shape[0] / 2
-
-
 @pytest.mark.parametrize("legacy", [False, True])
 def test_contrastive_loss(legacy):
     a, b = rng.uniform(-0.5, 0.5, (6, 3, 1, 1)), rng.uniform(-0.5, 0.5, (6, 3, 1, 1))

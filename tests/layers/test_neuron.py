@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from layer_check import build, check_gradient, forward, layer_param
+from layer_refs import elementwise, prelu_reference, sigmoid
 from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import create_layer
@@ -22,14 +23,6 @@ def data(shape=SHAPE, low=-2.0, high=2.0, seed=1, kinks=(0.0,), gap=0.05):
         near = np.abs(x - k) < gap
         x[near] = k + np.where(x[near] >= k, gap, -gap) * 2
     return x
-
-
-def elementwise(fn, x):
-    """A plain loop over the elements: the reference the layers are checked against."""
-    out = np.empty_like(x)
-    for i, v in np.ndenumerate(x):
-        out[i] = fn(float(v))
-    return out
 
 
 def run_in_place(text, x, top_diff, phase=TRAIN, seed=None):
@@ -55,10 +48,6 @@ def run_out_of_place(text, x, top_diff, phase=TRAIN, seed=None):
     top[0].diff[...] = top_diff
     layer.backward(top, [True], bottom)
     return top[0].data.copy(), bottom[0].diff.copy()
-
-
-def sigmoid(v):
-    return 1.0 / (1.0 + math.exp(-v))
 
 
 # (prototxt, reference y = f(x), kinks to keep the data away from, data range)
@@ -250,14 +239,6 @@ def test_dropout_gradient_with_a_fixed_mask(ratio):
 
 
 # ---- PReLU ---------------------------------------------------------------------------------
-def prelu_reference(x, slopes):
-    out = np.empty_like(x)
-    for idx, v in np.ndenumerate(x):
-        a = slopes if np.ndim(slopes) == 0 else slopes[idx[1]]
-        out[idx] = max(v, 0) + a * min(v, 0)
-    return out
-
-
 def test_prelu_default_filler_and_shapes():
     x = data()
     layer, _, _ = build('type: "PReLU"', [x])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import fixture_path
-from layer_check import build, check_gradient, forward, layer_param
+from layer_check import build, check_gradient, layer_param
+from layer_refs import batch_reference
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import create_layer
 from pycaffe_lite.proto import caffe_pb2
@@ -15,29 +16,6 @@ BN = 'type: "BatchNorm"'
 
 def rand(*shape, seed=0, low=-1.0, high=2.0):
     return np.random.default_rng(seed).uniform(low, high, shape)
-
-
-def channel_values(x, c):
-    """All values of channel c (axis 1; a 1-D blob is one channel) as a flat list."""
-    return list(x.ravel()) if x.ndim == 1 else list(x[:, c].ravel())
-
-
-def batch_reference(x, eps=1e-5):
-    """(y, mean, biased var) per channel, by plain sums."""
-    channels = 1 if x.ndim == 1 else x.shape[1]
-    y = np.empty_like(x)
-    means, variances = [], []
-    for c in range(channels):
-        values = channel_values(x, c)
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / len(values)
-        means.append(mean)
-        variances.append(var)
-        if x.ndim == 1:
-            y[:] = (x - mean) / (var + eps) ** 0.5
-        else:
-            y[:, c] = (x[:, c] - mean) / (var + eps) ** 0.5
-    return y, np.array(means), np.array(variances)
 
 
 def set_stats(layer, mean_sum, var_sum, s):

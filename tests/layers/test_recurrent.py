@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from layer_check import build, check_gradient
+from layer_refs import ref_lstm, ref_rnn, sigm
 
 rng = np.random.default_rng(11)
 T, N, D, H = 4, 3, 2, 3
@@ -14,10 +15,6 @@ FILLERS = ('weight_filler { type: "uniform" min: -0.6 max: 0.6 } '
 def recurrent(kind, expose=False, num_output=H):
     return (f'type: "{kind}" recurrent_param {{ num_output: {num_output} {FILLERS} '
             f'expose_hidden: {str(expose).lower()} }}')
-
-
-def sigm(v):
-    return 1 / (1 + np.exp(-v))
 
 
 def inputs(static=False):
@@ -31,43 +28,6 @@ def inputs(static=False):
 # ---------------------------------------------------------------------------
 # per-stream, per-step references written from Caffe's unrolled-net comments
 # ---------------------------------------------------------------------------
-def ref_lstm(x, cont, params, x_static=None, h0=None, c0=None):
-    W_xc, b_c = params[0], params[1]
-    W_hc = params[-1]
-    out = np.zeros((T, N, H))
-    hT, cT = np.zeros((N, H)), np.zeros((N, H))
-    for n in range(N):
-        h = np.zeros(H) if h0 is None else h0[0, n].copy()
-        c = np.zeros(H) if c0 is None else c0[0, n].copy()
-        for t in range(T):
-            gate = W_hc @ (cont[t, n] * h) + W_xc @ x[t, n] + b_c
-            if x_static is not None:
-                gate += params[2] @ x_static[n]
-            i, f, o, g = sigm(gate[:H]), sigm(gate[H:2 * H]), sigm(gate[2 * H:3 * H]), np.tanh(gate[3 * H:])
-            c = cont[t, n] * f * c + i * g
-            h = o * np.tanh(c)
-            out[t, n] = h
-        hT[n], cT[n] = h, c
-    return out, hT, cT
-
-
-def ref_rnn(x, cont, params, x_static=None, h0=None):
-    W_xh, b_h = params[0], params[1]
-    W_hh, W_ho, b_o = params[-3:]
-    out = np.zeros((T, N, H))
-    hT = np.zeros((N, H))
-    for n in range(N):
-        h = np.zeros(H) if h0 is None else h0[0, n].copy()
-        for t in range(T):
-            pre = W_hh @ (cont[t, n] * h) + W_xh @ x[t, n] + b_h
-            if x_static is not None:
-                pre += params[2] @ x_static[n]
-            h = np.tanh(pre)
-            out[t, n] = np.tanh(W_ho @ h + b_o)
-        hT[n] = h
-    return out, hT
-
-
 def params_of(layer):
     return [b.data for b in layer.blobs]
 

@@ -1,66 +1,19 @@
 """Pooling, LRN, SPP and Crop: forward against plain loops written after Caffe's C++,
 backward by numerical gradients, and the BVLC goldens layer by layer."""
-import math
-
 import numpy as np
 import pytest
 
 from conftest import fixture_path
 from layer_check import build, check_gradient, forward
+from layer_refs import ref_lrn_across, ref_lrn_within, ref_pool, ref_sto_test
 from pycaffe_lite import kernels
 from pycaffe_lite.layers import lrn, pooling, spp
 from pycaffe_lite.proto import caffe_pb2
-
-FLT_MAX = float(np.finfo(np.float32).max)
 
 
 # ---------------------------------------------------------------------------
 # plain-loop references (Caffe's PoolingLayer::Forward_cpu and the GPU stochastic kernels)
 # ---------------------------------------------------------------------------
-def out_size(H, k, s, p, ceil=True):
-    n = (math.ceil if ceil else math.floor)((H + 2 * p - k) / s) + 1
-    return n
-
-
-def ref_pool(x, method, kernel, stride, pad, ceil=True):
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    N, C, H, W = x.shape
-    Ho, Wo = out_size(H, kh, sh, ph, ceil), out_size(W, kw, sw, pw, ceil)
-    if ph or pw:
-        Ho -= (Ho - 1) * sh >= H + ph
-        Wo -= (Wo - 1) * sw >= W + pw
-    top = np.zeros((N, C, Ho, Wo))
-    mask = np.full((N, C, Ho, Wo), -1)
-    for n in range(N):
-        for c in range(C):
-            for oy in range(Ho):
-                for ox in range(Wo):
-                    hs, ws = oy * sh - ph, ox * sw - pw
-                    he, we = min(hs + kh, H + ph), min(ws + kw, W + pw)
-                    size = (he - hs) * (we - ws)
-                    hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, H), min(we, W)
-                    if method == "MAX":
-                        best = -FLT_MAX
-                        for h in range(hs, he):
-                            for w in range(ws, we):
-                                if x[n, c, h, w] > best:
-                                    best, mask[n, c, oy, ox] = x[n, c, h, w], h * W + w
-                        top[n, c, oy, ox] = best
-                    else:
-                        top[n, c, oy, ox] = x[n, c, hs:he, ws:we].sum() / size
-    return top, mask
-
-
-def ref_sto_test(x, k, s):
-    N, C, H, W = x.shape
-    Ho, Wo = out_size(H, k, s, 0), out_size(W, k, s, 0)
-    top = np.zeros((N, C, Ho, Wo))
-    for n, c, oy, ox in np.ndindex(N, C, Ho, Wo):
-        win = x[n, c, oy * s:min(oy * s + k, H), ox * s:min(ox * s + k, W)]
-        top[n, c, oy, ox] = (win * win).sum() / (win.sum() + np.finfo(np.float32).tiny)
-    return top
-
-
 def pool_text(**fields):
     return 'type: "Pooling" pooling_param { ' + " ".join(f"{k}: {v}" for k, v in fields.items()) + " }"
 
@@ -214,27 +167,6 @@ def test_pooling_mask_top_only_for_max_and_4d_input():
 # ---------------------------------------------------------------------------
 # LRN
 # ---------------------------------------------------------------------------
-def ref_lrn_across(x, n, alpha, beta, k):
-    N, C, H, W = x.shape
-    out = np.zeros_like(x)
-    for c in range(C):
-        lo, hi = max(0, c - (n - 1) // 2), min(C, c + (n - 1) // 2 + 1)
-        scale = k + alpha / n * (x[:, lo:hi] ** 2).sum(axis=1)
-        out[:, c] = x[:, c] * scale ** -beta
-    return out
-
-
-def ref_lrn_within(x, n, alpha, beta):
-    N, C, H, W = x.shape
-    r = (n - 1) // 2
-    out = np.zeros_like(x)
-    for h, w in np.ndindex(H, W):
-        win = x[:, :, max(0, h - r):h + r + 1, max(0, w - r):w + r + 1]
-        scale = 1 + alpha / (n * n) * (win ** 2).sum(axis=(2, 3))
-        out[:, :, h, w] = x[:, :, h, w] * scale ** -beta
-    return out
-
-
 def lrn_text(region, **fields):
     body = " ".join(f"{k}: {v}" for k, v in fields.items())
     return f'type: "LRN" lrn_param {{ norm_region: {region} {body} }}'
