@@ -19,3 +19,15 @@ def fixture_path(*parts):
 @pytest.fixture
 def fixtures():
     return fixture_path()
+
+
+def require_cupy():
+    """The cupy module, or skip the test saying what is missing (GPU tests and the harness's CuPy runs)."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install 'pycaffe-lite[gpu]')")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver
+        pytest.skip(f"CuPy is installed but CUDA is unusable: {exc}")
+    if count < 1:
+        pytest.skip("CuPy is installed but no CUDA device is visible")
+    return cupy

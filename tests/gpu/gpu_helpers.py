@@ -7,19 +7,8 @@ no device is visible; the modules also carry `pytest.mark.gpu`, so
 """
 import pytest
 
+from conftest import require_cupy
 from pycaffe_lite import backend
-
-
-def require_cupy():
-    """The cupy module, or skip the test saying what is missing."""
-    cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install 'pycaffe-lite[gpu]')")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError without a driver
-        pytest.skip(f"CuPy is installed but CUDA is unusable: {exc}")
-    if count < 1:
-        pytest.skip("CuPy is installed but no CUDA device is visible")
-    return cupy
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
-"""Neuron layers: forward against per-element Python maths, backward against numerical
-gradients (float64), and in-place use (top is bottom) against the out-of-place result."""
+"""Neuron layers beyond the layer harness (tests/layers/test_layer_harness.py, which checks every
+neuron case's forward, gradient and in-place use): values at the kinks, numerical edge cases,
+parameter rules, Dropout's mask and PReLU's slopes."""
 import math
 
 import numpy as np
 import pytest
 
-from layer_check import build, check_gradient, forward, layer_param
-from layer_refs import elementwise, prelu_reference, sigmoid
+from layer_check import away_from_kinks, build, check_gradient, forward, layer_param
+from layer_refs import elementwise, prelu_reference
 from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import create_layer
@@ -18,11 +19,7 @@ SHAPE = (2, 3, 2, 3)
 
 def data(shape=SHAPE, low=-2.0, high=2.0, seed=1, kinks=(0.0,), gap=0.05):
     """Uniform values kept at least `gap` away from the points where the layer has a kink."""
-    x = np.random.default_rng(seed).uniform(low, high, shape)
-    for k in kinks:
-        near = np.abs(x - k) < gap
-        x[near] = k + np.where(x[near] >= k, gap, -gap) * 2
-    return x
+    return away_from_kinks([np.random.default_rng(seed).uniform(low, high, shape)], kinks, gap=gap)[0]
 
 
 def run_in_place(text, x, top_diff, phase=TRAIN, seed=None):
@@ -48,77 +45,6 @@ def run_out_of_place(text, x, top_diff, phase=TRAIN, seed=None):
     top[0].diff[...] = top_diff
     layer.backward(top, [True], bottom)
     return top[0].data.copy(), bottom[0].diff.copy()
-
-
-# (prototxt, reference y = f(x), kinks to keep the data away from, data range)
-CASES = {
-    "relu": ('type: "ReLU"', lambda v: max(v, 0.0), (0.0,), (-2, 2)),
-    "relu_leaky": ('type: "ReLU" relu_param { negative_slope: 0.1 }',
-                   lambda v: v if v > 0 else np.float32(0.1) * v, (0.0,), (-2, 2)),
-    "relu_negative_slope": ('type: "ReLU" relu_param { negative_slope: -0.5 }',
-                            lambda v: v if v > 0 else -0.5 * v, (0.0,), (-2, 2)),
-    "sigmoid": ('type: "Sigmoid"', sigmoid, (), (-4, 4)),
-    "tanh": ('type: "TanH"', math.tanh, (), (-3, 3)),
-    "absval": ('type: "AbsVal"', abs, (0.0,), (-2, 2)),
-    "bnll": ('type: "BNLL"', lambda v: math.log(1 + math.exp(v)), (), (-5, 5)),
-    "elu": ('type: "ELU"', lambda v: v if v > 0 else math.exp(v) - 1, (0.0,), (-3, 2)),
-    "elu_alpha": ('type: "ELU" elu_param { alpha: 0.5 }',
-                  lambda v: v if v > 0 else 0.5 * (math.exp(v) - 1), (0.0,), (-3, 2)),
-    "elu_negative_alpha": ('type: "ELU" elu_param { alpha: -0.25 }',
-                           lambda v: v if v > 0 else -0.25 * (math.exp(v) - 1), (0.0,), (-3, 2)),
-    "power_square": ('type: "Power" power_param { power: 2 }', lambda v: v * v, (), (-2, 2)),
-    "power_general": ('type: "Power" power_param { power: 1.5 scale: 0.5 shift: 2.5 }',
-                      lambda v: (2.5 + 0.5 * v) ** 1.5, (), (-2, 2)),
-    "power_cube_noshift": ('type: "Power" power_param { power: 3 scale: -1.5 }',
-                           lambda v: (-1.5 * v) ** 3, (), (-2, 2)),
-    "power_linear": ('type: "Power" power_param { power: 1 scale: 3 shift: -1 }',
-                     lambda v: 3 * v - 1, (), (-2, 2)),
-    "power_square_shift": ('type: "Power" power_param { power: 2 scale: 2 shift: 1 }',
-                           lambda v: (1 + 2 * v) ** 2, (), (-2, 2)),
-    "exp": ('type: "Exp"', math.exp, (), (-2, 2)),
-    "exp_base2": ('type: "Exp" exp_param { base: 2 scale: 0.5 shift: 1 }',
-                  lambda v: 2.0 ** (1 + 0.5 * v), (), (-2, 2)),
-    "exp_e_shift": ('type: "Exp" exp_param { scale: -1 shift: 0.5 }',
-                    lambda v: math.exp(0.5 - v), (), (-2, 2)),
-    "log": ('type: "Log"', math.log, (), (0.2, 3)),
-    "log_base10": ('type: "Log" log_param { base: 10 scale: 2 shift: 3 }',
-                   lambda v: math.log10(3 + 2 * v), (), (-1, 2)),
-    "log_shift": ('type: "Log" log_param { shift: 1 }', lambda v: math.log(1 + v), (), (-0.5, 2)),
-    "swish": ('type: "Swish"', lambda v: v * sigmoid(v), (), (-3, 3)),
-    "swish_beta": ('type: "Swish" swish_param { beta: 2.5 }', lambda v: v * sigmoid(2.5 * v), (), (-3, 3)),
-    "swish_beta0": ('type: "Swish" swish_param { beta: 0 }', lambda v: v / 2, (), (-3, 3)),
-    "clip": ('type: "Clip" clip_param { min: -0.5 max: 1 }', lambda v: max(-0.5, min(v, 1.0)),
-             (-0.5, 1.0), (-2, 2)),
-}
-
-
-def case_data(name):
-    text, fn, kinks, (low, high) = CASES[name]
-    return text, fn, data(low=low, high=high, kinks=kinks)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_forward(name):
-    text, fn, x = case_data(name)
-    (y,) = forward(text, [x])
-    assert y.shape == x.shape
-    np.testing.assert_allclose(y, elementwise(fn, x), rtol=1e-6, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_gradient(name):
-    text, _, x = case_data(name)
-    check_gradient(text, [x])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_in_place(name):
-    text, _, x = case_data(name)
-    g = np.random.default_rng(7).standard_normal(x.shape)
-    y_ref, d_ref = run_out_of_place(text, x, g)
-    y, d = run_in_place(text, x, g)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12)
-    np.testing.assert_allclose(d, d_ref, rtol=1e-12)
 
 
 def test_gradient_values_at_kinks_follow_caffe():
