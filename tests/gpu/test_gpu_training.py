@@ -1,6 +1,5 @@
 """Training on the GPU follows the CPU: LeNet's loss curve on BVLC Caffe's e2e fixture (data read
 from its LMDB through the prefetch thread and the device stager), and the solver goldens."""
-import glob
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, fixture_path
+from goldens import case_from, golden_params, solver_errors
 from gpu_helpers import cp, cpu_mode, gpu_mode  # noqa: F401  (fixtures)
 from pycaffe_lite import backend
 from pycaffe_lite.layer import layer_type_list
@@ -75,45 +75,11 @@ def test_lenet_loss_curve_on_gpu_matches_cpu(cp, tmp_path):
     assert gpu[-10:].mean() < 0.5 * gpu[:10].mean()
 
 
-GOLDEN_SOLVERS = sorted(glob.glob(os.path.join(str(FIXTURES), "goldens", "solver_*.npz"))
-                        + glob.glob(os.path.join(str(FIXTURES), "goldens", "lenet_train_step_*.npz")))
-
-
-@pytest.mark.parametrize("path", GOLDEN_SOLVERS, ids=lambda p: os.path.basename(p)[:-4])
+@pytest.mark.parametrize("path", golden_params(solver=True))
 def test_solver_golden_on_gpu(gpu_mode, path, tmp_path):
     import pycaffe_lite as caffe
-    case = np.load(path, allow_pickle=False)
-    if "solver_prototxt" not in case.files:
-        pytest.skip("not a solver case")
-    net_file = tmp_path / "net.prototxt"
-    net_file.write_text(str(case["prototxt"]))
-    solver_file = tmp_path / "solver.prototxt"
-    solver_file.write_text(f'net: "{net_file}"\n' + str(case["solver_prototxt"]))
-    try:
-        solver = caffe.get_solver(str(solver_file))
-    except ValueError as exc:
-        if "unknown layer type" in str(exc):
-            pytest.skip(str(exc).split(";")[0])
-        raise
-    net = solver.net
-    backend.check_net_on(net, "gpu:0")
-    for key in case.files:
-        if key.startswith("param/"):
-            body = key[6:]
-            layer, i = body[:body.rfind("/")], int(body[body.rfind("/") + 1:])
-            backend.copy_into(net.params[layer][i].data, case[key])
-        elif key.startswith("in/"):
-            backend.copy_into(net.blobs[key[3:]].data, case[key])
-    errors = []
-    for step in range(1, int(case["num_steps"]) + 1):
-        solver.step(1)
-        for key in case.files:
-            if key.startswith(f"step{step}/"):
-                body = key[len(f"step{step}/"):]
-                layer, i = body[:body.rfind("/")], int(body[body.rfind("/") + 1:])
-                ours = backend.to_numpy(net.params[layer][i].data).astype(np.float64)
-                ref = case[key].astype(np.float64)
-                err = np.abs(ours - ref).max() / (np.abs(ref).max() + 1e-8)
-                if not err <= 1e-4:
-                    errors.append(f"step {step} {layer}[{i}]: {err:.2e}")
+    case = case_from(path)
+    solver = caffe.get_solver(case.write_solver(tmp_path))
+    backend.check_net_on(solver.net, "gpu:0")
+    errors = solver_errors(solver, case)
     assert not errors, errors

@@ -4,7 +4,7 @@ cases run layer by layer."""
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from goldens import golden
 from layer_check import build, check_gradient, forward, layer_param
 from layer_refs import argmax_reference, broadcast_reference, mvn_reference
 from pycaffe_lite import backend
@@ -33,15 +33,9 @@ def run(text, bottoms, top_diffs, num_tops=1, propagate=None, seed=None):
     return layer, bottom, top
 
 
-def golden(name):
-    return np.load(fixture_path("goldens", f"{name}.npz"), allow_pickle=False)
-
-
 def golden_layer(d, name, bottoms, num_tops=1):
     """The golden net's layer `name`, set up on float32 bottoms with the golden parameters."""
-    from google.protobuf import text_format
-    net = text_format.Parse(str(d["prototxt"]), caffe_pb2.NetParameter())
-    param = next(lp for lp in net.layer if lp.name == name)
+    param = next(lp for lp in d.net_param().layer if lp.name == name)
     layer = create_layer(param, TRAIN)
     bottom = []
     for array in bottoms:

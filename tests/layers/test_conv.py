@@ -4,7 +4,7 @@ layer by layer."""
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from goldens import golden
 from layer_check import build, check_gradient, forward, layer_param
 from layer_refs import conv_loops, deconv_loops, im2col_loops
 from pycaffe_lite import backend
@@ -354,9 +354,8 @@ GOLDENS = ["conv_1x1", "conv_dilated", "conv_group_stride_pad", "conv_rect_kerne
 
 @pytest.mark.parametrize("case", GOLDENS)
 def test_goldens_layer_by_layer(case):
-    from google.protobuf import text_format
-    data = np.load(fixture_path("goldens", f"{case}.npz"), allow_pickle=False)
-    net = text_format.Parse(str(data["prototxt"]), caffe_pb2.NetParameter())
+    data = golden(case)
+    net = data.net_param()
     for lp in net.layer:
         if lp.type == "Input":
             continue

@@ -3,7 +3,7 @@ ignore_label, and numerical gradients in float64."""
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from goldens import golden
 from layer_check import build, check_gradient, forward
 from layer_refs import ref_contrastive, ref_infogain, ref_sigmoid_ce, ref_softmax, ref_softmax_loss
 from pycaffe_lite.proto import caffe_pb2
@@ -82,8 +82,8 @@ def test_softmax_loss_errors():
 
 def test_softmax_loss_golden():
     from google.protobuf import text_format
-    d = np.load(fixture_path("goldens", "softmax_loss.npz"), allow_pickle=False)
-    net = text_format.Parse(str(d["prototxt"]), caffe_pb2.NetParameter())
+    d = golden("softmax_loss")
+    net = d.net_param()
     grad = 0
     inputs = {"scores": d["in/scores"], "label": d["in/label"]}
     for lp in net.layer:

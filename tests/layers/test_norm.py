@@ -3,7 +3,7 @@ the forced lr_mult 0, both backward modes, and the BVLC golden (BatchNorm + Scal
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from goldens import golden
 from layer_check import build, check_gradient, layer_param
 from layer_refs import batch_reference
 from pycaffe_lite.blob import Blob
@@ -176,9 +176,8 @@ def test_channel_count_is_checked_on_reshape():
 
 
 def test_batchnorm_scale_golden():
-    d = np.load(fixture_path("goldens", "batchnorm_scale_train.npz"), allow_pickle=False)
-    from google.protobuf import text_format
-    net = text_format.Parse(str(d["prototxt"]), caffe_pb2.NetParameter())
+    d = golden("batchnorm_scale_train")
+    net = d.net_param()
     params = {lp.name: lp for lp in net.layer}
 
     def make(name, bottom):

@@ -3,7 +3,7 @@ backward by numerical gradients, and the BVLC goldens layer by layer."""
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from goldens import golden
 from layer_check import build, check_gradient, forward
 from layer_refs import ref_lrn_across, ref_lrn_within, ref_pool, ref_sto_test
 from pycaffe_lite import kernels
@@ -261,8 +261,8 @@ def test_crop_errors():
 @pytest.mark.parametrize("case", ["pool_ave_pad", "pool_global", "pool_max_ceil", "lrn_across", "lrn_within"])
 def test_goldens(case):
     from google.protobuf import text_format
-    d = np.load(fixture_path("goldens", case + ".npz"), allow_pickle=False)
-    net = text_format.Parse(str(d["prototxt"]), caffe_pb2.NetParameter())
+    d = golden(case)
+    net = d.net_param()
     grad = 0
     for lp in net.layer:
         if lp.type == "Input":
