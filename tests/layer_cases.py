@@ -23,9 +23,9 @@ from google.protobuf import text_format
 
 from layer_check import away_from_kinks
 from layer_refs import (FLT_MIN, argmax_reference, batch_reference, broadcast_reference, conv_loops, deconv_loops,
-                        elementwise, im2col_loops, mvn_reference, prelu_reference, ref_contrastive, ref_infogain,
-                        ref_lrn_across, ref_lrn_within, ref_lstm, ref_pool, ref_rnn, ref_sigmoid_ce, ref_softmax,
-                        ref_softmax_loss, ref_sto_test, sigm, sigmoid)
+                        elementwise, fixed_point, im2col_loops, mvn_reference, prelu_reference, ref_contrastive,
+                        ref_infogain, ref_lrn_across, ref_lrn_within, ref_lstm, ref_pool, ref_rnn, ref_sigmoid_ce,
+                        ref_softmax, ref_softmax_loss, ref_sto_test, sigm, sigmoid)
 from pycaffe_lite import backend
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import Layer, create_layer
@@ -135,6 +135,19 @@ def conv_ref(kernel=3, stride=1, pad=0, dilation=1, group=1):
         return [conv_loops(b[0], p[0], p[1] if len(p) > 1 else None, (kernel,) * 2, (stride,) * 2, (pad,) * 2,
                            (dilation,) * 2, group)]
     return ref
+
+
+def ristretto(float_ref):
+    """Ristretto's TEST phase (<6, 3> in, <5, 3> params, <6, 2> out): the float layer on trimmed values."""
+    return lambda b, p: [fixed_point(float_ref([fixed_point(b[0], 6, 3)], [fixed_point(a, 5, 3) for a in p])[0], 6, 2)]
+
+
+RISTRETTO = "quantization_param { bw_layer_in: 6 fl_layer_in: 3 bw_params: 5 fl_params: 3 bw_layer_out: 6 " \
+            "fl_layer_out: 2 }"
+# Ristretto's TEST phase trims inputs and outputs (a staircase: no numerical gradient) and its
+# parameter gradients are straight-through by design: tests/layers/test_ristretto.py checks its
+# backward in TRAIN against the float twin.
+NO_GRADIENT = {"backward": False, "gpu": False, "phase": TEST}
 
 
 def pool_ref(method, kernel, stride, pad=0, tops=1):
@@ -280,6 +293,18 @@ CASES = [
          [(NCHW, "normal")], lambda b, p: [deconv_loops(b[0], p[0], p[1], (3, 3), (2, 2))]),
     Case("im2col", 'type: "Im2col" convolution_param { kernel_size: 3 stride: 2 pad: 1 }', [(NCHW, "normal")],
          lambda b, p: [im2col_loops(b[0], (3, 3), (2, 2), (1, 1))], gpu=False),
+    Case("conv_ristretto", conv().replace('"Convolution"', '"ConvolutionRistretto"') + " " + RISTRETTO,
+         [(NCHW, "normal")], ristretto(conv_ref(3, 2, 1)), **NO_GRADIENT),
+    Case("deconv_ristretto", 'type: "DeconvolutionRistretto" convolution_param { num_output: 3 kernel_size: 2 '
+         'stride: 2 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } '
+         + RISTRETTO, [(NCHW, "normal")],
+         ristretto(lambda b, p: [deconv_loops(b[0], p[0], p[1], (2, 2), (2, 2))]), **NO_GRADIENT),
+    Case("fc_ristretto", 'type: "FcRistretto" inner_product_param { num_output: 4 weight_filler { type: "gaussian" '
+         'std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } ' + RISTRETTO, [(NCHW, "normal")],
+         ristretto(lambda b, p: [b[0].reshape(2, -1) @ p[0].T + p[1]]), **NO_GRADIENT),
+    Case("lrn_ristretto_float_widths", 'type: "LRNRistretto" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } '
+         'quantization_param { precision: MINIFLOAT mant_bits: 23 exp_bits: 8 }', [(NCHW, "normal")],
+         lambda b, p: [ref_lrn_across(b[0], 3, 0.5, 0.75, 2)], **NO_GRADIENT),
     Case("pool_max", 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', [(NCHW, "normal")],
          pool_ref("MAX", 3, 2), ties=True),
     Case("pool_max_pad_mask", 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }',

@@ -323,3 +323,11 @@ def ref_rnn(x, cont, params, x_static=None, h0=None):
             out[t, n] = np.tanh(W_ho @ h + b_o)
         hT[n] = h
     return out, hT
+
+
+# ---- ristretto -------------------------------------------------------------
+def fixed_point(x, bit_width, fl):
+    """Ristretto's dynamic fixed point <bit_width, fl>: saturate, then round to nearest (ties to
+    even, as its GPU kernels' rint) on the grid 2^-fl."""
+    step = 2.0 ** -fl
+    return np.rint(np.clip(x, -2.0 ** (bit_width - 1) * step, (2.0 ** (bit_width - 1) - 1) * step) / step) * step
