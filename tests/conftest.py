@@ -16,6 +16,22 @@ def fixture_path(*parts):
     return path
 
 
+def fixture_params(found, what, ids=str):
+    """pytest params, one per fixture file found under ../shared/fixtures: one skipped param
+    saying why when ../shared is absent, one param of None when it is present but `what` holds
+    none (the test then fails through require_found)."""
+    if not FIXTURES.exists():
+        return [pytest.param(None, id="absent", marks=pytest.mark.skip(
+            reason=f"{FIXTURES} is absent (BVLC Caffe's files live in ../shared/fixtures)"))]
+    return [pytest.param(f, id=ids(f)) for f in found] or [pytest.param(None, id=f"no-{what}")]
+
+
+def require_found(value, what):
+    """A fixture_params value, or fail: ../shared is present but holds no `what`."""
+    assert value is not None, f"no {what} under {FIXTURES} although it is present"
+    return value
+
+
 @pytest.fixture
 def fixtures():
     return fixture_path()

@@ -18,10 +18,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 from google.protobuf import text_format
 
-from conftest import FIXTURES, fixture_path
+from conftest import FIXTURES, fixture_params, fixture_path, require_found
 from pycaffe_lite import backend
 from pycaffe_lite.proto import caffe_pb2
 
@@ -89,21 +88,17 @@ def golden(name):
 
 
 def golden_params(solver=None):
-    """pytest params, one per case (solver: only solver cases, or only net cases); a skipped one
-    when ../shared is absent, a failing one when its goldens folder holds no case."""
-    if not FIXTURES.exists():
-        return [pytest.param(None, id="absent", marks=pytest.mark.skip(
-            reason=f"{FIXTURES} is absent (BVLC Caffe's goldens live in ../shared/fixtures/goldens)"))]
+    """pytest params, one per case (solver: only solver cases, or only net cases); see
+    conftest.fixture_params for ../shared absent or without goldens."""
     paths = sorted(GOLDENS.glob("*.npz"))
     if solver is not None:
         paths = [p for p in paths if ("solver_prototxt" in np.load(p, allow_pickle=False).files) == solver]
-    return [pytest.param(p, id=p.stem) for p in paths] or [pytest.param(None, id="none")]
+    return fixture_params(paths, "goldens", ids=lambda p: p.stem)
 
 
 def case_from(path):
-    """The Golden of a golden_params() value; fails when the folder held none."""
-    assert path is not None, f"no golden case in {GOLDENS} although {FIXTURES} is present"
-    return Golden(path)
+    """The Golden of a golden_params() value; fails when ../shared holds no golden case."""
+    return Golden(require_found(path, f"golden case in {GOLDENS}"))
 
 
 def relative_error(ours, theirs):

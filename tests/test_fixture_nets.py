@@ -7,7 +7,7 @@ from google.protobuf import text_format
 import pycaffe_lite as caffe
 from pycaffe_lite.proto.files import read_net_param
 from pycaffe_lite.proto import caffe_pb2
-from conftest import FIXTURES, fixture_path
+from conftest import FIXTURES, fixture_params, fixture_path, require_found
 
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData")
 # (channels, height, width) of the images each example's database holds.
@@ -16,15 +16,12 @@ SOURCE_SHAPES = {"mnist_siamese": (2, 28, 28), "mnist": (1, 28, 28), "cifar10": 
 
 
 def net_prototxts():
+    """pytest params: every net prototxt under ../shared/fixtures/caffe (conftest.fixture_params:
+    skipped when ../shared is absent, failing when it holds none)."""
     root = FIXTURES / "caffe"
-    if not root.exists():
-        return []
-    files = []
-    for path in sorted(root.rglob("*.prototxt")):
-        text = path.read_text()
-        if "layer" in text and "base_lr" not in text:
-            files.append(path.relative_to(root))
-    return files
+    files = [path.relative_to(root) for path in sorted(root.rglob("*.prototxt"))
+             if "layer" in path.read_text() and "base_lr" not in path.read_text()]
+    return fixture_params(files, "net prototxt in fixtures/caffe")
 
 
 def data_shape(layer):
@@ -53,8 +50,9 @@ def with_dummy_data(param):
     return param
 
 
-@pytest.mark.parametrize("relative", net_prototxts(), ids=str)
+@pytest.mark.parametrize("relative", net_prototxts())
 def test_fixture_net_builds_in_both_phases(relative):
+    relative = require_found(relative, "net prototxt in fixtures/caffe")
     param = with_dummy_data(read_net_param(str(fixture_path("caffe", relative))))
     # A net whose TEST layers need a stage (the autoencoder's test-on-test) gets the first one,
     # as its solver's test_state would give.
