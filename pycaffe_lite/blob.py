@@ -5,7 +5,8 @@ Caffe's SyncedMemory does: a view taken before a forward pass sees its
 results.  Writing into them (`blob.data[...] = x`) writes through, and so
 does assigning (`top.data = y` copies y in; y must have the blob's shape).
 Only `share_data` / `share_diff` make two blobs use one array (Split,
-Flatten).  `diff` is allocated on first use, so blobs that never see a
+Flatten), and `set_data` hands a blob a new array of its own (a data layer's
+fresh batch, as Caffe's set_cpu_data swaps the pointer).  `diff` is allocated on first use, so blobs that never see a
 gradient cost no memory.
 """
 import numpy as np
@@ -111,6 +112,16 @@ class Blob:
     def _copy_in(self, target, value, what):
         if value is not target:
             backend.copy_into(target, self._checked(value, what))
+
+    def set_data(self, array):
+        """Make `array` itself the data, without a copy (Caffe's Blob::set_cpu_data): for a producer
+        that hands over a fresh array every time, as a data layer's loader does.  A view taken of
+        the old data keeps the old values; the array must have the blob's shape, dtype and device."""
+        array = self._checked(array, "data")
+        if np.dtype(array.dtype) != self.dtype or backend.get_array_module(array) is not self._xp:
+            raise ValueError(f"cannot hand a blob of {self.dtype} on {self._xp.__name__} an array of "
+                             f"{array.dtype} on {backend.get_array_module(array).__name__}")
+        self._data = array
 
     def share_data(self, other):
         """Use other's data array itself (Caffe's ShareData); counts must agree."""

@@ -35,3 +35,15 @@ def test_diff_is_allocated_on_first_use_and_axes_are_canonical():
     assert blob.canonical_axis(-1) == 1 and blob.count_between(1) == 5
     with pytest.raises(ValueError, match="axis 2 out of range"):
         blob.canonical_axis(2)
+
+
+def test_set_data_hands_the_array_over_and_checks_it():
+    blob = Blob((2, 3), np.float32)
+    old = blob.data
+    fresh = np.arange(6, dtype=np.float32).reshape(2, 3)
+    blob.set_data(fresh)
+    assert blob.data is fresh and not old.any()          # no copy: the old array is left as it was
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        blob.set_data(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="float32 on numpy an array of float64"):
+        blob.set_data(np.zeros((2, 3)))

@@ -106,14 +106,19 @@ class BasePrefetchingDataLayer(Layer):
             self._shaped = True
 
     def forward(self, bottom, top):
+        """Hand the prefetched batch to the tops without a copy, as Caffe's data layers swap the
+        pointer: the loader allocates a fresh array for every batch and keeps no reference to it,
+        so the top owns it.  A view a user took of the previous batch keeps that batch's values
+        (the exception to HACKING.md's rule that a blob's arrays stay put: a data top's array is
+        replaced, not written into)."""
         if self._prefetcher is None:
             raise RuntimeError(self.error("is not set up"))
         data, label = self._prefetcher.get()
         top[0].reshape(data.shape)
-        top[0].data = data
+        top[0].set_data(data)
         if self.output_labels:
             top[1].reshape(label.shape)
-            top[1].data = label
+            top[1].set_data(label)
 
     def backward(self, top, propagate_down, bottom):
         pass

@@ -209,3 +209,35 @@ def test_image_list_with_a_missing_file_names_list_and_path(tmp_path):
         assert "img/gone.png" in str(info.value) and str(list_file) in str(info.value)
     finally:
         layer.close()
+
+
+def test_data_tops_take_the_prefetched_batches_without_a_copy(tmp_path):
+    """Each forward hands the loader's fresh batch to the tops (Caffe swaps the pointer): the top's
+    array is the batch the prefetcher gave, a view of an earlier batch keeps its values, and the
+    values follow the database across its end, with three batches prefetched ahead."""
+    import cv2
+    db = make_lmdb(tmp_path, n=5, size=(6, 7))
+    images = [cv2.imread(str(tmp_path / f"img/{i:03d}.png")).transpose(2, 0, 1) for i in range(5)]
+    layer, tops = _data_layer(db, batch=2, prefetch=3)
+    handed = []
+    real_get = layer.prefetcher.get
+
+    def get():
+        handed.append(real_get())
+        return handed[-1]
+
+    layer.prefetcher.get = get
+    try:
+        views = []
+        for step in range(4):                        # items 0 1 | 2 3 | 4 0 | 1 2
+            layer.Forward([], tops)
+            data, label = handed[-1]
+            assert tops[0].data is data and tops[1].data is label
+            want = [(2 * step + k) % 5 for k in range(2)]
+            np.testing.assert_array_equal(tops[0].data, np.stack([images[i] for i in want]))
+            np.testing.assert_array_equal(tops[1].data, [i % 5 for i in want])   # labels: i % 5
+            views.append((tops[0].data[:1], want[0]))
+        for view, item in views:
+            np.testing.assert_array_equal(view[0], images[item])
+    finally:
+        layer.close()
