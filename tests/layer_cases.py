@@ -58,6 +58,7 @@ class Case:
     phase: int = TRAIN
     propagate: tuple = None        # bottoms to differentiate (default: every float kind)
     backward: bool = True          # False for layers without a backward (Accuracy, ArgMax, ...)
+    no_gradient_check: str = ""    # why a layer's backward is not the numerical gradient (Ristretto)
     kinks: tuple = ()              # values where the derivative jumps, kept layer_check.GAP away
     ties: bool = False             # the layer picks a maximum among its inputs: values kept apart
     in_place: bool = False         # top may be the bottom (neuron layers)
@@ -137,17 +138,23 @@ def conv_ref(kernel=3, stride=1, pad=0, dilation=1, group=1):
     return ref
 
 
+RISTRETTO = ("quantization_param { bw_layer_in: 16 fl_layer_in: 12 bw_params: 8 fl_params: 7 "
+             "bw_layer_out: 16 fl_layer_out: 10 }")
+
+
 def ristretto(float_ref):
-    """Ristretto's TEST phase (<6, 3> in, <5, 3> params, <6, 2> out): the float layer on trimmed values."""
-    return lambda b, p: [fixed_point(float_ref([fixed_point(b[0], 6, 3)], [fixed_point(a, 5, 3) for a in p])[0], 6, 2)]
+    """Ristretto's TEST phase (RISTRETTO's widths): the float layer on trimmed inputs and parameters,
+    its output trimmed."""
+    def ref(b, p):
+        out = float_ref([fixed_point(b[0], 16, 12)], [fixed_point(a, 8, 7) for a in p])[0]
+        return [fixed_point(out, 16, 10)]
+    return ref
 
 
-RISTRETTO = "quantization_param { bw_layer_in: 6 fl_layer_in: 3 bw_params: 5 fl_params: 3 bw_layer_out: 6 " \
-            "fl_layer_out: 2 }"
 # Ristretto's TEST phase trims inputs and outputs (a staircase: no numerical gradient) and its
-# parameter gradients are straight-through by design: tests/layers/test_ristretto.py checks its
-# backward in TRAIN against the float twin.
-NO_GRADIENT = {"backward": False, "gpu": False, "phase": TEST}
+# parameter gradients are straight-through by design; tests/layers/test_ristretto.py checks its
+# backward in TRAIN against the float twin.  TEST rounds to nearest, so both devices trim alike.
+STRAIGHT_THROUGH = {"phase": TEST, "no_gradient_check": "Ristretto's straight-through estimator"}
 
 
 def pool_ref(method, kernel, stride, pad=0, tops=1):
@@ -293,18 +300,18 @@ CASES = [
          [(NCHW, "normal")], lambda b, p: [deconv_loops(b[0], p[0], p[1], (3, 3), (2, 2))]),
     Case("im2col", 'type: "Im2col" convolution_param { kernel_size: 3 stride: 2 pad: 1 }', [(NCHW, "normal")],
          lambda b, p: [im2col_loops(b[0], (3, 3), (2, 2), (1, 1))], gpu=False),
-    Case("conv_ristretto", conv().replace('"Convolution"', '"ConvolutionRistretto"') + " " + RISTRETTO,
-         [(NCHW, "normal")], ristretto(conv_ref(3, 2, 1)), **NO_GRADIENT),
+    Case("conv_ristretto", 'type: "ConvolutionRistretto" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+         'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } ' + RISTRETTO,
+         [(NCHW, "normal")], ristretto(conv_ref(3, 1, 1)), **STRAIGHT_THROUGH),
+    Case("fc_ristretto", 'type: "FcRistretto" inner_product_param { num_output: 5 weight_filler { type: "gaussian" '
+         'std: 0.3 } bias_filler { type: "constant" value: 0.1 } } ' + RISTRETTO, [((3, 2, 4), "normal")],
+         ristretto(lambda b, p: [b[0].reshape(3, -1) @ p[0].T + p[1]]), **STRAIGHT_THROUGH),
     Case("deconv_ristretto", 'type: "DeconvolutionRistretto" convolution_param { num_output: 3 kernel_size: 2 '
-         'stride: 2 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } '
-         + RISTRETTO, [(NCHW, "normal")],
-         ristretto(lambda b, p: [deconv_loops(b[0], p[0], p[1], (2, 2), (2, 2))]), **NO_GRADIENT),
-    Case("fc_ristretto", 'type: "FcRistretto" inner_product_param { num_output: 4 weight_filler { type: "gaussian" '
-         'std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } ' + RISTRETTO, [(NCHW, "normal")],
-         ristretto(lambda b, p: [b[0].reshape(2, -1) @ p[0].T + p[1]]), **NO_GRADIENT),
+         'stride: 2 weight_filler { type: "gaussian" std: 0.3 } } ' + RISTRETTO, [(NCHW, "normal")],
+         ristretto(lambda b, p: [deconv_loops(b[0], p[0], p[1], (2, 2), (2, 2))]), **STRAIGHT_THROUGH),
     Case("lrn_ristretto_float_widths", 'type: "LRNRistretto" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } '
          'quantization_param { precision: MINIFLOAT mant_bits: 23 exp_bits: 8 }', [(NCHW, "normal")],
-         lambda b, p: [ref_lrn_across(b[0], 3, 0.5, 0.75, 2)], **NO_GRADIENT),
+         lambda b, p: [ref_lrn_across(b[0], 3, 0.5, 0.75, 2)], **STRAIGHT_THROUGH),
     Case("pool_max", 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', [(NCHW, "normal")],
          pool_ref("MAX", 3, 2), ties=True),
     Case("pool_max_pad_mask", 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }',

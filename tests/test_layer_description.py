@@ -1,8 +1,5 @@
 """What a layer type says about itself from its definition (the class-level hooks of
 pycaffe_lite.layer.Layer) matches what the built layer does."""
-import os
-import sys
-
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -11,15 +8,15 @@ from pycaffe_lite.blob import Blob
 from pycaffe_lite.layer import create_layer, layer_class
 from pycaffe_lite.proto import caffe_pb2
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "gpu"))
-from layer_cases import CASES, _bottom_array, _param  # noqa: E402  (the table of one case per layer type)
+from layer_cases import CASES as ALL_CASES  # the layer harness's table: a case per layer type
+from layer_cases import _param, bottom_arrays
+
+CASES = [c for c in ALL_CASES if not c.shape_only]     # data layers read files and have no parameters
 
 
 def _set_up(case):
-    rng = np.random.default_rng(case.seed)
     bottom = []
-    for shape, kind in case.bottoms:
-        array = _bottom_array(rng, shape, kind, np.float32)
+    for array in bottom_arrays(case, np.float32):
         blob = Blob(array.shape, dtype=array.dtype)
         blob.data[...] = array
         bottom.append(blob)
