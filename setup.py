@@ -45,9 +45,13 @@ setup(
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "plot": ["matplotlib>=3.7"],
         "tensorboard": ["tensorboardX>=2.6"],   # train --tensorboard writes event files through it
+        # data-parallel training over MPI: MPICH's wheel (mpiexec and libmpi) and mpi4py, which
+        # finds the wheel's libmpi at run time (mpi4py >= 4 speaks the MPI ABI)
+        "mpi": ["mpich>=4.3", "mpi4py>=4.0"],
         # build: tests/packaging builds the wheel; tensorboard: its EventAccumulator reads the events back
         "test": ["pytest>=8", "grpcio-tools==1.85.1", "h5py>=3", "pydot>=2", "matplotlib>=3.7",
-                 "onnx>=1.15", "onnxruntime>=1.17", "build>=1.2", "tensorboardX>=2.6", "tensorboard>=2.14"],
+                 "onnx>=1.15", "onnxruntime>=1.17", "build>=1.2", "tensorboardX>=2.6", "tensorboard>=2.14",
+                 "mpich>=4.3", "mpi4py>=4.0"],
     },
     entry_points={"console_scripts": ["pycaffe-lite = pycaffe_lite.cli:main"]},
 )

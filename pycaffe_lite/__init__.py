@@ -14,6 +14,7 @@ import logging as _logging
 import sys as _sys
 import time as _time
 
+from . import data as _data_config
 from . import layers as _layer_implementations  # noqa: F401  (importing registers every built-in layer)
 from . import proto  # noqa: F401  (caffe.proto.caffe_pb2)
 from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
@@ -40,6 +41,7 @@ del _name, _here
 
 __version__ = "0.1.0"   # the one place: setup.py reads this line
 
+_LAZY = {"NCCL": "distributed"}
 _SOLVER_NAMES = ("SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
                  "AdamSolver", "Solver", "get_solver")
 
@@ -52,6 +54,11 @@ def __getattr__(name):
             value = getattr(solvers, name)
         except AttributeError:
             raise AttributeError(f"pycaffe_lite.solvers does not provide {name} yet") from None
+        globals()[name] = value
+        return value
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pycaffe_lite' has no attribute '{name}'")
@@ -75,29 +82,48 @@ def log(message):
 
 
 def has_nccl():
-    return False
+    """True when CuPy can reach NCCL (pycaffe: built with USE_NCCL)."""
+    try:
+        from .distributed.nccl import nccl_module
+        nccl_module()
+    except RuntimeError:
+        return False
+    return True
 
 
 def solver_count():
-    return 1
+    return _data_config.solver_count()
 
 
 def set_solver_count(count):
-    if int(count) != 1:
-        raise ValueError("pycaffe_lite trains on one device per process (solver_count must be 1)")
+    """Caffe::set_solver_count: how many solvers (ranks) train one model; call it before building
+    the solver (its Data layers read it).  A count above 1 needs caffe.NCCL(solver, uid)."""
+    if int(count) < 1:
+        raise ValueError(f"solver_count must be at least 1, got {count}")
+    _data_config.set_solver_count(count)
 
 
 def solver_rank():
-    return 0
+    return _data_config.solver_rank()
 
 
 def set_solver_rank(rank):
-    if int(rank) != 0:
-        raise ValueError("pycaffe_lite trains on one device per process (solver_rank must be 0)")
+    if not 0 <= int(rank) < max(1, solver_count()):
+        raise ValueError(f"solver_rank must be in 0..{solver_count() - 1} (solver_count is {solver_count()}), "
+                         f"got {rank}: call set_solver_count first")
+    _data_config.set_solver_rank(rank)
+
+
+_multiprocess = {"on": False}
 
 
 def set_multiprocess(multiprocess):
-    pass
+    """Caffe::set_multiprocess: each solver in its own process (always so here)."""
+    _multiprocess["on"] = bool(multiprocess)
+
+
+def multiprocess():
+    return _multiprocess["on"]
 
 
 class Timer:
@@ -120,9 +146,38 @@ class Timer:
         return self._ms
 
 
-__all__ = ["Blob", "Classifier", "Detector", "Layer", "Net", "NetSpec", "TEST", "TRAIN", "Timer",
-           "__version__", "alias_as_caffe", "allow_python_layers", "caffe_pb2", "has_nccl", "init_log", "io", "layer_type_list",
-           "layers", "log", "params", "proto", "register", "set_device", "set_mode_cpu", "set_mode_gpu",
-           "set_multiprocess", "set_random_seed", "set_solver_count", "set_solver_rank", "solver_count",
-           "solver_rank", "to_proto"]
+__all__ = [
+    "TEST",
+    "TRAIN",
+    "Blob",
+    "Classifier",
+    "Detector",
+    "Layer",
+    "Net",
+    "NetSpec",
+    "Timer",
+    "__version__",
+    "alias_as_caffe",
+    "allow_python_layers",
+    "caffe_pb2",
+    "has_nccl",
+    "init_log",
+    "io",
+    "layer_type_list",
+    "layers",
+    "log",
+    "params",
+    "proto",
+    "register",
+    "set_device",
+    "set_mode_cpu",
+    "set_mode_gpu",
+    "set_multiprocess",
+    "set_random_seed",
+    "set_solver_count",
+    "set_solver_rank",
+    "solver_count",
+    "solver_rank",
+    "to_proto",
+]
 # The solver names are left out of __all__: they resolve lazily through __getattr__.

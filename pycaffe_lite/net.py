@@ -178,6 +178,8 @@ class Net(NetHelpersMixin):
         # training in fixed point: the net's setting, for each layer that learns and has none of its own
         self.fixed_point = (FixedPoint.from_param(param.fixed_point_param)
                             if param.HasField("fixed_point_param") else None)
+        # pycaffe's before_forward / after_forward / before_backward / after_backward: f(layer index)
+        self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
         available = set()
         for layer_param in self.param.layer:
             self._append_layer(layer_param, available)
@@ -342,15 +344,45 @@ class Net(NetHelpersMixin):
         """Run layers start..end (inclusive); returns the summed weighted loss."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
+        before, after = self._hooks["before_forward"], self._hooks["after_forward"]
         for i in range(start, end + 1):
+            for hook in before:
+                hook(i)
             loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+            for hook in after:
+                hook(i)
         return loss
 
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
+        before, after = self._hooks["before_backward"], self._hooks["after_backward"]
         for i in range(start, end - 1, -1):
+            for hook in before:
+                hook(i)
             if self.layer_need_backward[i]:
                 self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+            for hook in after:      # every layer, as Caffe's BackwardFromTo runs its callbacks
+                hook(i)
+
+    def _add_hook(self, when, run):
+        """run(layer index); an object with a .run method (pycaffe's NCCL) is taken as its run."""
+        run = getattr(run, "run", run)
+        if not callable(run):
+            raise TypeError(f"net.{when} needs a callable taking the layer index, got {type(run).__name__}")
+        self._hooks[when].append(run)
+
+    def before_forward(self, run):
+        self._add_hook("before_forward", run)
+
+    def after_forward(self, run):
+        self._add_hook("after_forward", run)
+
+    def before_backward(self, run):
+        self._add_hook("before_backward", run)
+
+    def after_backward(self, run):
+        """pycaffe's net.after_backward(f) and net.after_backward(nccl) (layer-wise reduction)."""
+        self._add_hook("after_backward", run)
 
     def forward(self, blobs=None, start=None, end=None, **inputs):
         """pycaffe's Net.forward: set inputs by keyword, run, return {blob: data}."""

@@ -145,6 +145,15 @@ def _warn_rand_skip_ignored():
                     "starts at the first record")
 
 
+def record_stride():
+    """(solver_count, solver_rank): with several solvers each reader keeps the records whose
+    offset is its rank modulo the count (Caffe 1.0's DataLayer / HDF5DataLayer Skip()).  Caffe
+    applies it to TRAIN only, testing on rank 0; here the ranks split the test iterations too
+    (distributed/parallel.py), so TEST readers take their stride as well."""
+    ranks = solver_count()
+    return ranks, (solver_rank() if ranks > 1 else 0)
+
+
 @register("Data", v1="DATA")
 class DataLayer(BasePrefetchingDataLayer):
     """Datum records from an LMDB (data_param { source batch_size backend prefetch }).
@@ -169,9 +178,7 @@ class DataLayer(BasePrefetchingDataLayer):
                 raise DataError(f"{exc} (data_param.backend is LEVELDB, which pycaffe_lite does not read: "
                                 "convert the database to LMDB and set backend: LMDB)", dp.source) from None
             raise
-        # TRAIN readers of several solvers split the records; TEST reads everything (Caffe's Skip).
-        ranks = solver_count() if self.phase == caffe_pb2.TRAIN else 1
-        rank = solver_rank() if ranks > 1 else 0
+        ranks, rank = record_stride()
         if dp.rand_skip:
             _warn_rand_skip_ignored()
         return LMDBRecords(dp.source, transformer, rank=rank, num_ranks=ranks)
@@ -198,6 +205,10 @@ class ImageDataLayer(BasePrefetchingDataLayer):
         if (ip.new_height > 0) != (ip.new_width > 0):
             raise ValueError(self.error("needs new_height and new_width set together, got "
                                         f"{ip.new_height} and {ip.new_width}"))
+        if self.phase == caffe_pb2.TRAIN and solver_rank() > 0 and not ip.shuffle and not ip.rand_skip:
+            # Caffe 1.0 splits no list file over solvers: each rank reads every line, in its own
+            # shuffled order when shuffle is on (random_seed + rank)
+            log.warning("Shuffling or skipping recommended for multi-GPU")
         return ImageList(ip.source, transformer, root_folder=ip.root_folder, new_height=ip.new_height,
                          new_width=ip.new_width, is_color=ip.is_color, shuffle=ip.shuffle, seed=seed,
                          rand_skip=ip.rand_skip)
@@ -355,6 +366,8 @@ class HDF5DataLayer(Layer):
         self.top_names = list(self.layer_param.top)
         self.dtype = top[0].dtype
         self.seed = layer_seed(self.layer_param, hp.shuffle)
+        self._ranks, self._rank = record_stride()
+        self._offset = 0          # rows passed since the start (Caffe's offset_)
         self._passes = 0
         self._file_order = self._permutation(len(self.files), "files")
         self._file_index = 0
@@ -395,6 +408,7 @@ class HDF5DataLayer(Layer):
             blob.reshape((b,) + array.shape[1:])
 
     def _next(self):
+        self._offset += 1
         self._row += 1
         if self._row == self.rows:
             if len(self.files) > 1:
@@ -411,6 +425,8 @@ class HDF5DataLayer(Layer):
         b = self.layer_param.hdf5_data_param.batch_size
         out = [np.empty((b,) + a.shape[1:], self.dtype) for a in self.arrays]
         for i in range(b):
+            while self._offset % self._ranks != self._rank:
+                self._next()
             for o, a in zip(out, self.arrays):
                 o[i] = a[self._row_order[self._row]]
             self._next()

@@ -33,6 +33,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from .. import backend
+from .. import data as data_config
 from ..backend import get_array_module
 from ..net import TEST, TRAIN, Net
 from ..proto.files import read_net_param, read_solver_param
@@ -146,10 +147,13 @@ class Solver:
         self.losses, self.smoothed_loss = [], np.float32(0)
         self.iterations_last = 0
         self.test_results = []       # per test net: [(output name, mean score, loss weight)]
+        # Several ranks training one model: a distributed.DataParallel sets itself here; it splits
+        # the test iterations, sums their scores and makes the ranks agree on signals.
+        self.sync = None
         log.info("Initializing solver from parameters: \n%s", text_format.MessageToString(param))
         self._check_param()
-        if param.random_seed >= 0:
-            backend.set_random_seed(param.random_seed)
+        if param.random_seed >= 0:     # Caffe 1.0: each solver rank its own stream
+            backend.set_random_seed(param.random_seed + data_config.solver_rank())
         self._check_snapshot_write_permissions()
         # each weights file is read once, then copied into every net as it is built
         finetune = [(path, state_io.read_trained_layers(path)) for path in weights_files(param)]
@@ -293,16 +297,25 @@ class Solver:
     def max_iter(self):
         return self.param.max_iter
 
-    def add_callback(self, on_start, on_gradients_ready):
-        """pycaffe's Solver.add_callback: called before each iteration and before each update."""
+    def add_callback(self, on_start, on_gradients_ready=None):
+        """pycaffe's Solver.add_callback: called before each iteration and before each update.
+        add_callback(nccl) takes an object's on_start and on_gradients_ready methods."""
+        if on_gradients_ready is None:
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self.callbacks.append((on_start, on_gradients_ready))
+
+    @property
+    def is_root(self):
+        """Caffe's root_solver(): the one rank that logs, tests' outputs and snapshots."""
+        return self.sync is None or self.sync.root
 
     def set_action_function(self, function):
         """A callable returning SolverAction.NONE / STOP / SNAPSHOT, polled as Caffe polls signals."""
         self.action_function = function
 
     def requested_action(self):
-        return self.action_function() if self.action_function else SolverAction.NONE
+        request = self.action_function() if self.action_function else SolverAction.NONE
+        return request if self.sync is None else self.sync.agree(request)
 
     def share_weights(self, net):
         """pycaffe's share_weights: `net` uses this solver's trained parameters."""
@@ -320,6 +333,10 @@ class Solver:
     def step(self, iters):
         """Run `iters` training iterations (Caffe's Solver::Step)."""
         p = self.param
+        if data_config.solver_count() > 1 and self.sync is None:
+            raise RuntimeError(f"solver_count is {data_config.solver_count()} but this solver has no communicator: "
+                               "create caffe.NCCL(solver, uid) and add it with solver.add_callback(nccl) "
+                               "(or train with mpirun ... pycaffe-lite train)")
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self.losses, self.smoothed_loss = [], np.float32(0)
         self.iterations_last = self.iter
@@ -525,8 +542,12 @@ class Solver:
         test_net = self.test_nets[test_net_id]
         test_net.share_trained_layers(self.net)
         iterations = p.test_iter[test_net_id]
-        scores, outputs, loss = None, [], np.float32(0)
-        for _ in range(iterations):
+        # with several ranks, rank r runs iterations r, r+n, ...: every rank polls in every round
+        rounds = [True] * iterations if self.sync is None else self.sync.test_rounds(iterations)
+        outputs = self._output_values(test_net)
+        scores = [np.zeros(values.size, np.float32) for _, _, values in outputs]
+        loss = np.float32(0)
+        for runs in rounds:
             request = self.requested_action()
             while request != SolverAction.NONE:
                 if request == SolverAction.SNAPSHOT:
@@ -536,22 +557,23 @@ class Solver:
                 request = self.requested_action()
             if self.requested_early_exit:
                 break
+            if not runs:
+                continue
             iter_loss = np.float32(test_net.forward_from_to())
             if p.test_compute_loss:
                 loss += iter_loss
             outputs = self._output_values(test_net)
-            if scores is None:
-                scores = [values.astype(np.float32) for _, _, values in outputs]
-            else:
-                for total, (_, _, values) in zip(scores, outputs):
-                    total += values
+            for total, (_, _, values) in zip(scores, outputs):
+                total += values
         if self.requested_early_exit:
             log.info("Test interrupted.")
             return
+        if self.sync is not None:
+            *scores, loss = self.sync.reduce_sums(scores + [loss], f"the test outputs of iteration {self.iter}")
         if p.test_compute_loss and iterations:
             log.info("Test loss: %s", _fmt(loss / np.float32(iterations)))
         means = [(name, weight, total / np.float32(iterations))
-                 for (name, weight, _), total in zip(outputs, scores or [])]
+                 for (name, weight, _), total in zip(outputs, scores)]
         self._log_outputs("Test", means)
         self.test_results.append([(name, float(mean), weight) for name, weight, values in means for mean in values])
 
@@ -562,7 +584,10 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self):
-        """Write <prefix>_iter_N.caffemodel and .solverstate (atomically); return the two paths."""
+        """Write <prefix>_iter_N.caffemodel and .solverstate (atomically); return the two paths.
+        With several ranks only rank 0 writes (the others return [])."""
+        if not self.is_root:
+            return []
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         if hdf5:
             state_io.require_h5py()
