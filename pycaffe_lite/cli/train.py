@@ -178,67 +178,133 @@ def parse_stages(flag):
 # train
 # ---------------------------------------------------------------------------
 def cmd_train(args):
-    from ..solvers import SignalHandler, TrainingDiverged, get_solver, read_solver_file
-    with caffe_logging(args.log) as handler:
-        if not args.solver:
-            raise ValueError("Need a solver definition to train (--solver).")
-        if args.snapshot and args.weights:
-            raise ValueError("Give a snapshot to resume training or weights to finetune but not both.")
-        param = read_solver_file(args.solver)
-        param.train_state.level = args.level
-        for stage in parse_stages(args.stage):
-            param.train_state.stage.append(stage)
+    """Caffe's `caffe train`; under mpirun one rank of data-parallel training, with --gpu 0,1 the
+    parent of one process per GPU (distributed/launch.py)."""
+    from ..distributed import launch
+    from ..distributed.comm import launched_by_mpi, mpi4py_missing_message
+    rank = launch.env_rank()
+    if launched_by_mpi() and not _mpi4py_importable():
+        if rank == 0:        # one message for the job, not one per rank
+            raise RuntimeError(mpi4py_missing_message())
+        return 2
+    if not launched_by_mpi() and not launch.spawned_child():
         gpus = parse_gpus(args.gpu)
-        if not args.gpu and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-            # Caffe's solver_mode defaults to GPU; honour it when a GPU is usable, else say so and go on.
-            try:
-                backend.cupy_module()
-                gpus = [param.device_id]
-            except RuntimeError as exc:
-                log.info("solver_mode is GPU but no GPU is usable (%s); training on the CPU", exc)
-        use_device(gpus)
-        if gpus:
-            param.device_id = gpus[0]
-        signals = SignalHandler(args.sigint_effect, args.sighup_effect)
-        # As tools/caffe.cpp: a resumed run ignores the solver file's `weights`, and --weights replaces
-        # them; the solver loads what is left into each net (a list separated by ',', names trimmed).
-        if args.snapshot:
-            del param.weights[:]
-        elif args.weights:
-            del param.weights[:]
-            param.weights.append(args.weights)
-        solver = None
+        if len(gpus) > 1:
+            return launch.spawn_per_gpu(gpus)
+    with caffe_logging(args.log if rank == 0 else None) as handler:
+        if rank > 0:         # Caffe's LOG_IF(INFO, Caffe::root_solver()): rank 0 alone logs
+            logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
+        return _train(args, handler)
+
+
+def _mpi4py_importable():
+    try:
+        import mpi4py  # noqa: F401  (the package only: MPI itself starts with mpi4py.MPI)
+    except ImportError:
+        return False
+    return True
+
+
+def _train(args, handler):
+    from ..distributed import launch
+    from ..solvers import read_solver_file
+    if not args.solver:
+        raise ValueError("Need a solver definition to train (--solver).")
+    if args.snapshot and args.weights:
+        raise ValueError("Give a snapshot to resume training or weights to finetune but not both.")
+    param = read_solver_file(args.solver)
+    param.train_state.level = args.level
+    for stage in parse_stages(args.stage):
+        param.train_state.stage.append(stage)
+    comm, device = launch.world(parse_gpus(args.gpu), param.comm_timeout)
+    try:
+        return _train_rank(args, handler, param, comm, device)
+    except (ValueError, OSError, RuntimeError) as exc:
+        if comm is None:
+            raise
+        # an error on one rank would leave the others waiting for it: end the whole job
+        print(f"pycaffe-lite train: error: rank {comm.rank}: {exc}", file=sys.stderr, flush=True)
+        comm.abort(2)
+
+
+def _train_rank(args, handler, param, comm, device):
+    from .. import data as data_config
+    from ..distributed import attach
+    from ..distributed.comm import CommError
+    from ..solvers import SignalHandler, TrainingDiverged, get_solver
+    gpus = [] if device is None else [device]
+    if not args.gpu and comm is None and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        # Caffe's solver_mode defaults to GPU; honour it when a GPU is usable, else say so and go on.
         try:
-            solver = get_solver(param, allow_python=args.allow_python or None)
-            solver.set_action_function(signals.check_for_signals)
-            if args.snapshot:
-                log.info("Resuming from %s", args.snapshot)
-                solver.restore(args.snapshot)
-            bar = None
-            if _is_terminal(handler.stream) and not args.no_progress:
-                bar = ProgressBar(handler.stream, solver.param.max_iter, solver.iter)
-                handler.bar = bar
-                solver.progress_hook = bar.update
-            log.info("Starting Optimization")
-            with signals:
-                try:
-                    solver.solve()
-                finally:
-                    if bar:
-                        handler.bar = None
-                        bar.finish()
-            log.info("Optimization Done.")
-            return 0
-        except TrainingDiverged as exc:
-            log.error("%s", exc)
-            return 1
-        except KeyboardInterrupt:
-            log.error("Interrupted; the last snapshot written is complete (files are written atomically).")
-            return 130
-        finally:
-            if solver is not None:
-                for net in [solver.net] + solver.test_nets:
-                    net.close()
+            backend.cupy_module()
+            gpus = [param.device_id]
+        except RuntimeError as exc:
+            log.info("solver_mode is GPU but no GPU is usable (%s); training on the CPU", exc)
+    use_device(gpus)
+    if gpus:
+        param.device_id = gpus[0]
+    data_config.set_solver_count(comm.size if comm else 1)
+    data_config.set_solver_rank(comm.rank if comm else 0)
+    signals = SignalHandler(args.sigint_effect, args.sighup_effect)
+    # As tools/caffe.cpp: a resumed run ignores the solver file's `weights`, and --weights replaces
+    # them; the solver loads what is left into each net (a list separated by ',', names trimmed).
+    if args.snapshot:
+        del param.weights[:]
+    elif args.weights:
+        del param.weights[:]
+        param.weights.append(args.weights)
+    solver = None
+    try:
+        solver = get_solver(param, allow_python=args.allow_python or None)
+        solver.set_action_function(signals.check_for_signals)
+        if args.snapshot:
+            log.info("Resuming from %s", args.snapshot)
+            solver.restore(args.snapshot)
+        sync = _attach(solver, comm, attach)
+        bar = None
+        if solver.is_root and _is_terminal(handler.stream) and not args.no_progress:
+            bar = ProgressBar(handler.stream, solver.param.max_iter, solver.iter)
+            handler.bar = bar
+            solver.progress_hook = bar.update
+        log.info("Starting Optimization")
+        with signals:
+            try:
+                solver.solve()
+            finally:
+                if bar:
+                    handler.bar = None
+                    bar.finish()
+        if sync is not None:
+            log.info("The weights of all %d ranks agree (sha1 %s)", comm.size, sync.check_weights())
+        log.info("Optimization Done.")
+        return 0
+    except TrainingDiverged as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        log.error("Interrupted; the last snapshot written is complete (files are written atomically).")
+        return 130
+    except CommError as exc:
+        # a peer is gone: MPI cannot finalize with it, so leave at once (snapshots are atomic)
+        log.error("%s; the last snapshot written is complete (files are written atomically).", exc)
+        for h in logging.getLogger("pycaffe_lite").handlers:
+            h.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    finally:
+        if solver is not None:
+            for net in [solver.net] + solver.test_nets:
+                net.close()
+
+
+def _attach(solver, comm, attach):
+    """Data-parallel training over `comm` (None: a single process): rank 0's weights to all."""
+    if comm is None:
+        return None
+    log.info("Data-parallel training on %d ranks over %s (each with the full batch_size)", comm.size, comm.name)
+    for rank, (host, pid) in enumerate(getattr(comm, "peers", ())):
+        log.info("    rank %d: pid %d on %s", rank, pid, host)
+    return attach(solver, comm)
 
 
 def _is_terminal(stream):

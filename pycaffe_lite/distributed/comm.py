@@ -16,6 +16,7 @@ peers on this host are alive (their pids were exchanged at start), naming a lost
 once; a peer on another host that stops answering ends the wait after `timeout` seconds.
 """
 import json
+import logging
 import os
 import socket
 import threading
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+log = logging.getLogger("pycaffe_lite.distributed")
 
 class CommError(RuntimeError):
     """A collective cannot complete: a rank was lost or stopped answering."""
@@ -132,7 +134,7 @@ class MPIComm(Communicator):
     """mpi4py over COMM_WORLD (or a given communicator), with a watchdog in every wait."""
     name = "MPI"
 
-    def __init__(self, comm=None, timeout=300.0):
+    def __init__(self, comm=None, timeout=300.0, watch=False):
         self.MPI = import_mpi()
         self.comm = comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -140,6 +142,21 @@ class MPIComm(Communicator):
         self.peers = [(socket.gethostname(), os.getpid())] * self.size   # until exchanged below
         me = [socket.gethostname(), os.getpid()]
         self.peers = [tuple(p) for p in self.allgather_json(me, "the start-up exchange of ranks' pids")]
+        if watch:
+            threading.Thread(target=self._watch, name="pycaffe_lite peer watch", daemon=True).start()
+
+    def _watch(self, interval=0.02):
+        """End this rank, naming the lost one, as soon as a peer on this host is gone: MPI itself
+        would end it soon after (the launcher's clean-up, or its progress engine) without a word."""
+        while True:
+            time.sleep(interval)
+            try:
+                self.check_peers("training")
+            except RankLost as exc:
+                log.error("%s; the last snapshot written is complete (files are written atomically).", exc)
+                for handler in logging.getLogger("pycaffe_lite").handlers:
+                    handler.flush()
+                os._exit(1)
 
     def iallreduce(self, array):
         return self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
@@ -178,7 +195,7 @@ class MPIComm(Communicator):
         for r, (h, pid) in enumerate(self.peers):
             if r != self.rank and h == host and not process_alive(pid):
                 raise RankLost(f"rank {self.rank}: rank {r} (pid {pid} on {h}) is gone (it exited or was "
-                               f"killed) while this rank waited in {what}", r)
+                               f"killed); this rank was in {what}", r)
 
     def abort(self, code=1):
         try:
@@ -202,7 +219,7 @@ def process_alive(pid):
         return True
 
 
-def mpi_world(timeout=300.0):
+def mpi_world(timeout=300.0, watch=False):
     """An MPIComm over COMM_WORLD when several ranks run, else None (one process).
 
     Started by mpirun without mpi4py: RuntimeError with the install hint."""
@@ -213,7 +230,7 @@ def mpi_world(timeout=300.0):
             return None
         if MPI.COMM_WORLD.Get_size() < 2:
             return None
-    comm = MPIComm(timeout=timeout)
+    comm = MPIComm(timeout=timeout, watch=watch)
     return comm if comm.size > 1 else None
 
 

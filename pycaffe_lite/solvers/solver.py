@@ -154,7 +154,8 @@ class Solver:
         self._check_param()
         if param.random_seed >= 0:     # Caffe 1.0: each solver rank its own stream
             backend.set_random_seed(param.random_seed + data_config.solver_rank())
-        self._check_snapshot_write_permissions()
+        if data_config.solver_rank() == 0:     # the root solver alone snapshots (and probes)
+            self._check_snapshot_write_permissions()
         # each weights file is read once, then copied into every net as it is built
         finetune = [(path, state_io.read_trained_layers(path)) for path in weights_files(param)]
         self.net = self._init_train_net(finetune)

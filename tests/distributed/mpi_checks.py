@@ -142,7 +142,27 @@ def check_no_communicator(comm, work):
     return {"error": None}
 
 
-CHECKS = {"equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api, "test_split": check_test_split,
+def check_weights_sync(comm, work):
+    """check_weights_sync: a rank whose weights drift is caught at the next display iteration."""
+    data_config.set_solver_count(comm.size)
+    data_config.set_solver_rank(comm.rank)
+    solver = get_solver(str(write_solver(work, "wsync", B, extra="check_weights_sync: true")))
+    attach(solver, comm)
+    if comm.rank == 1:       # after the reduction of iteration 1, before its update
+        def drift():
+            if solver.iter == 1:
+                solver.net.params["ip"][1].data[0] += 1e-3
+        solver.add_callback(lambda: None, drift)
+    try:
+        solver.step(4)
+    except RanksDiffer as exc:
+        return {"error": str(exc), "iter": solver.iter}
+    finally:
+        solver.net.close()
+    return {"error": None, "iter": solver.iter}
+
+
+CHECKS = {"weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api, "test_split": check_test_split,
           "mismatch": check_mismatch, "no_communicator": check_no_communicator}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(h.mpi_unavailable() is not None, reason=str(h.mpi_unavailable()))
 
-CHECKS = ["equivalence", "pycaffe_api", "test_split", "mismatch", "no_communicator"]
+CHECKS = ["equivalence", "pycaffe_api", "test_split", "mismatch", "no_communicator", "weights_sync"]
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,9 @@ def test_mismatched_nets_are_named(results):
 
 def test_solver_count_without_communicator_is_an_error(results):
     assert "solver_count is 2 but this solver has no communicator" in results["no_communicator"]["rank0"]["error"]
+
+
+def test_weights_that_drift_apart_are_caught_naming_the_rank(results):
+    for r in [results["weights_sync"]["rank0"]] + results["weights_sync"]["rank1"]:
+        assert r["iter"] == 2                 # the check at the start of iteration 2
+        assert r["error"].startswith("iteration 2: the weights of rank(s) 1 differ from rank 0's")
