@@ -229,7 +229,6 @@ def _train(args, handler):
 
 def _train_rank(args, handler, param, comm, device):
     from .. import data as data_config
-    from ..distributed import attach
     from ..distributed.comm import CommError
     from ..solvers import SignalHandler, TrainingDiverged, get_solver
     gpus = [] if device is None else [device]
@@ -260,7 +259,7 @@ def _train_rank(args, handler, param, comm, device):
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
-        sync = _attach(solver, comm, attach)
+        sync = _attach(solver, comm)
         bar = None
         if solver.is_root and _is_terminal(handler.stream) and not args.no_progress:
             bar = ProgressBar(handler.stream, solver.param.max_iter, solver.iter)
@@ -297,8 +296,9 @@ def _train_rank(args, handler, param, comm, device):
                 net.close()
 
 
-def _attach(solver, comm, attach):
+def _attach(solver, comm):
     """Data-parallel training over `comm` (None: a single process): rank 0's weights to all."""
+    from ..distributed import attach
     if comm is None:
         return None
     log.info("Data-parallel training on %d ranks over %s (each with the full batch_size)", comm.size, comm.name)

@@ -39,15 +39,21 @@ class RankLost(CommError):
 
 
 MPI_ENV_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+RANK_ENV_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PYCAFFE_LITE_RANK")
+
+
+def env_number(names, default):
+    """The first of the environment variables `names` that holds a number (launchers differ)."""
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return default
 
 
 def mpi_env_size():
     """The world size an MPI launcher announced in the environment (1 when none did)."""
-    for name in MPI_ENV_VARS:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 1
+    return env_number(MPI_ENV_VARS, 1)
 
 
 def launched_by_mpi():

@@ -13,19 +13,14 @@ import subprocess
 import sys
 import time
 
-from .comm import launched_by_mpi, mpi_world
+from .comm import RANK_ENV_VARS, env_number, launched_by_mpi, mpi_world
 
-RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PYCAFFE_LITE_RANK")
 UID_VAR, RANK_VAR, SIZE_VAR = "PYCAFFE_LITE_NCCL_UID", "PYCAFFE_LITE_RANK", "PYCAFFE_LITE_SIZE"
 
 
 def env_rank():
     """This process's rank as its launcher announced it (0 when alone)."""
-    for name in RANK_VARS:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
+    return env_number(RANK_ENV_VARS, 0)
 
 
 def spawned_child():

@@ -46,7 +46,7 @@ def test_children_that_succeed_give_zero():
 
 
 def test_rank_from_the_launcher_environment(monkeypatch):
-    for name in launch.RANK_VARS:
+    for name in launch.RANK_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     assert launch.env_rank() == 0
     monkeypatch.setenv("PMI_RANK", "3")
