@@ -168,7 +168,7 @@ CHECKS = {"weights_sync": check_weights_sync, "equivalence": check_equivalence, 
 
 def main(work, names):
     work = Path(work)
-    comm = MPIComm(timeout=60)
+    comm = MPIComm(timeout=300)
     results = {"size": comm.size}
     for name in names:
         try:

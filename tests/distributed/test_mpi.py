@@ -20,7 +20,7 @@ def results(tmp_path_factory):
     work = tmp_path_factory.mktemp("mpi")
     h.make_db(work / "train_db", n=48)
     h.make_db(work / "test_db", n=32, seed=1)
-    run = h.mpiexec(2, sys.executable, str(h.HERE / "mpi_checks.py"), str(work), *CHECKS, timeout=240)
+    run = h.mpiexec(2, sys.executable, str(h.HERE / "mpi_checks.py"), str(work), *CHECKS, timeout=600)
     path = work / "results.json"
     assert path.exists(), f"mpiexec wrote no results (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     out = json.loads(path.read_text())

@@ -42,7 +42,7 @@ def iterations_logged(text):
 @needs_mpi
 def test_two_ranks_train_rank0_logs_and_snapshots_then_resume_with_any_n(work):
     s = solver(work, "run", max_iter=6, snapshot=3)
-    run = h.mpiexec(2, *TRAIN, "--solver", str(s), timeout=120)
+    run = h.mpiexec(2, *TRAIN, "--solver", str(s), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     logged = iterations_logged(run.stderr)
     assert [it for _, it in logged] == list(range(6))
@@ -58,7 +58,7 @@ def test_two_ranks_train_rank0_logs_and_snapshots_then_resume_with_any_n(work):
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert [it for _, it in iterations_logged(alone.stderr)] == [3, 4, 5]
     again = h.mpiexec(2, *TRAIN, "--solver", str(s), "--snapshot", str(work / "snap" / "run_iter_6.solverstate"),
-                      timeout=120)
+                      timeout=300)
     assert again.returncode == 0 and "Optimization Done." in again.stderr, again.stderr[-3000:]
 
 
