@@ -15,7 +15,8 @@ so it is the ceiling the im2col engine can reach with NumPy's BLAS.
 "x torch" is PyTorch's time over ours (above 1: we are faster); "% peak" is
 against the best float32 GEMM NumPy reaches (2048^3) in the rounds of the
 same case: a shared VM's speed drifts (a run's best GEMM was once 1.5x its
-usual), and a layer is compared with the GEMM measured beside it.  Runs alternate between engines, and each figure is the best (or
+usual), and a layer is compared with the GEMM measured beside it.  Runs alternate between
+engines, and each figure is the best (or
 --stat median) of the repeats, so that a busy machine disturbs the columns
 alike.  PyTorch is optional (`pip install torch==2.13.0` gives a CPU build).
 """
@@ -124,7 +125,7 @@ def torch_worker_main():
     try:
         import torch
     except Exception as exc:
-        for line in sys.stdin:
+        for _line in sys.stdin:
             print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}"}), flush=True)
         return
     F = torch.nn.functional

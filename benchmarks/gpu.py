@@ -127,7 +127,7 @@ def sgemm_peak(env, sizes):
     for n in sizes:
         a, b = env.random((n, n), 1), env.random((n, n), 2)
         c = env.xp.empty((n, n), np.float32)
-        ms = env.time_ms(lambda: env.xp.matmul(a, b, out=c))
+        ms = env.time_ms(lambda a=a, b=b, c=c: env.xp.matmul(a, b, out=c))
         rows.append((n, ms, 2.0 * n ** 3 / (ms / 1e3) / 1e12))
         del a, b, c
     return rows
@@ -208,8 +208,8 @@ def conv_rows(env, shapes, scale, torch_pair, repeat):
         ho, wo = geom.output_hw(h, wd)
         dy = env.xp.ones((n, k, ho, wo), np.float32)
         row = {"name": name, "shape": shape, "k": k, "geom": geom, "flops": flops}
-        row["engine_fwd"] = env.time_ms(lambda: engine.forward(x, w, b, geom), repeat)
-        row["engine_bwd"] = env.time_ms(lambda: engine.backward(x, w, dy, geom), repeat)
+        row["engine_fwd"] = env.time_ms(lambda x=x, w=w, b=b: engine.forward(x, w, b, geom), repeat)
+        row["engine_bwd"] = env.time_ms(lambda x=x, w=w, dy=dy: engine.backward(x, w, dy, geom), repeat)
         if not geom.is_depthwise(c):
             with kernel_path(env):
                 fwd, bwd = kernel_conv(env, x, w, b, geom)

@@ -62,10 +62,12 @@ LENET_DEPLOY = """name: "LeNet"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 64 dim: 1 dim: 28 dim: 28 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr_mult: 1 } param { lr_mult: 2 }
   convolution_param { num_output: 20 kernel_size: 5 stride: 1 weight_filler { type: "xavier" } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" param { lr_mult: 1 } param { lr_mult: 2 }
   convolution_param { num_output: 50 kernel_size: 5 stride: 1 weight_filler { type: "xavier" } } }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1" param { lr_mult: 1 } param { lr_mult: 2 }
   inner_product_param { num_output: 500 weight_filler { type: "xavier" } } }
 layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
@@ -414,8 +416,10 @@ def main(argv=None):
     print(_user_blas.blas_header())
     clock = "process CPU time" if args.cpu_time else "wall-clock time"
     print(f"{note}. Times are medians ({clock}) per step; 'x torch' = PyTorch time / ours (above 1: we are faster); "
-          "'agree' = relative difference of the two nets' logits (inference) or loss (training) on the same weights and input.\n")
-    print("| net | task | batch | pycaffe_lite ms | images/s | PyTorch ms | images/s | x torch | agree | conv engines |")
+          "'agree' = relative difference of the two nets' logits (inference) or loss (training) "
+          "on the same weights and input.\n")
+    print("| net | task | batch | pycaffe_lite ms | images/s | PyTorch ms | images/s | x torch | agree "
+          "| conv engines |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t, agree = r.get("torch"), r.get("agree")

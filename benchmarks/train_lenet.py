@@ -31,10 +31,12 @@ layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: {ba
 layer {{ name: "label" type: "Input" top: "label" input_param {{ shape {{ dim: {batch} }} }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param {{ lr_mult: 1 }} param {{ lr_mult: 2 }}
   convolution_param {{ num_output: 20 kernel_size: 5 stride: 1 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
 layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" param {{ lr_mult: 1 }} param {{ lr_mult: 2 }}
   convolution_param {{ num_output: 50 kernel_size: 5 stride: 1 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1" param {{ lr_mult: 1 }} param {{ lr_mult: 2 }}
   inner_product_param {{ num_output: 500 weight_filler {{ type: "xavier" }} }} }}
 layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
@@ -132,7 +134,8 @@ def main(argv=None):
     seconds = timed([step for step, _ in steppers], args.iters, args.repeats)
     rows = [(name, s, loss()) for name, s, (_, loss) in zip(names, seconds, steppers)]
 
-    print(f"LeNet training step, batch {args.batch}, {os.cpu_count()} CPUs, median of {args.repeats} x {args.iters} steps")
+    print(f"LeNet training step, batch {args.batch}, {os.cpu_count()} CPUs, "
+          f"median of {args.repeats} x {args.iters} steps")
     print(_user_blas.blas_header())
     print(f"{'framework':<40} {'ms/step':>9} {'images/s':>10} {'loss':>8}")
     for name, seconds, loss in rows:

@@ -250,7 +250,7 @@ class Net(NetHelpersMixin):
                 message = f"layer '{name}' (type {layer_param.type}): {message}"
             raise ValueError(message) from exc
         log.debug("Setting up %s", name)
-        for blob_name, blob in zip(tops, top):
+        for blob in top:
             log.debug("Top shape: %s", blob.shape_string())
         layer.param_propagate_down = []
         for j in range(len(layer.blobs)):

@@ -138,7 +138,7 @@ def test_kernel_source_is_well_formed(name):
     ins, outs = emulate.parse_params(spec.in_params), emulate.parse_params(spec.out_params)
     names = [p[2] for p in ins + outs]
     assert len(names) == len(set(names)), "parameter names repeat"
-    for raw, type_name, pname in ins + outs:
+    for _raw, type_name, pname in ins + outs:
         assert type_name == "T" or type_name in ("int32", "int64"), f"{pname}: {type_name}"
         assert pname not in emulate.RESERVED and not pname.startswith("_")
         assert re.search(rf"\b{pname}\b", code), f"parameter {pname} is never used"

@@ -43,7 +43,7 @@ def with_dummy_data(param):
         shape = data_shape(layer)
         layer.type = "DummyData"
         dummy = layer.dummy_data_param
-        for i, top in enumerate(layer.top):
+        for i in range(len(layer.top)):
             dummy.shape.add().dim.extend(shape if i == 0 else shape[:1])
         for field in ("data_param", "image_data_param", "hdf5_data_param", "transform_param"):
             layer.ClearField(field)
@@ -76,7 +76,8 @@ def test_caffenet_deploy_shapes_match_caffe():
 
 
 def test_googlenet_train_val_builds_its_three_loss_branches():
-    param = with_dummy_data(read_net_param(str(fixture_path("caffe", "models", "bvlc_googlenet", "train_val.prototxt"))))
+    googlenet = fixture_path("caffe", "models", "bvlc_googlenet", "train_val.prototxt")
+    param = with_dummy_data(read_net_param(str(googlenet)))
     net = caffe.Net(param, caffe.TRAIN)
     losses = {name: w for name, w in net.blob_loss_weights.items() if w}
     assert losses == pytest.approx({"loss1/loss1": 0.3, "loss2/loss2": 0.3, "loss3/loss3": 1.0})

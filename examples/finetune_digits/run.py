@@ -88,7 +88,7 @@ def split(per_class, draw):
 
     def write(path, items):
         with LMDBWriter(path, overwrite=True) as db:
-            for index, (key, datum) in enumerate(items):
+            for index, (_key, datum) in enumerate(items):
                 db.put(b"%08d" % index, datum.SerializeToString())
 
     def relabel(items, low):

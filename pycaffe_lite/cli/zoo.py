@@ -299,7 +299,8 @@ def cmd_extract_features(args):
 # ---------------------------------------------------------------------------- registration
 def register(subparsers):
     zoo = subparsers.add_parser("zoo", help="list, describe and fetch the model zoo's weights")
-    zoo.add_argument("--root", help="the zoo folder (default: $PYCAFFE_LITE_MODELS, else the zoo shipped in the package)")
+    zoo.add_argument("--root",
+                     help="the zoo folder (default: $PYCAFFE_LITE_MODELS, else the zoo shipped in the package)")
     zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     zoo.set_defaults(func=lambda a: (zoo.print_help(), 1)[1])
     p = zsub.add_parser("list", help="the zoo's models")

@@ -82,7 +82,7 @@ def plan_tiles(x_shape, k, geom, tile=None):
         th, tw = min(th, ho), min(tw, wo)
         return (th, tw), (th + eh - 1, tw + ew - 1)
     g = geom.group
-    cg, kg = c // g, k // g
+    cg = c // g
 
     def sizes(out, e):
         full = _next_good(out + e - 1)

@@ -372,7 +372,7 @@ def _codelet(name, mat, bias=False):
     args = "s, sr, sc, d, dr, dc, n, cf" + (", bias" if bias else "")
     lines = ["@njit(cache=True)", f"def {name}({args}):",
              f'    """d rows = {title} @ s rows{" + bias" if bias else ""} ({mat.shape[0]}x{mat.shape[1]})."""']
-    for i, v in enumerate(values):
+    for i in range(len(values)):
         lines.append(f"    k{i} = cf[{i}]")
     used = [c for c in range(mat.shape[1]) if np.any(mat[:, c])]
     for c in used:

@@ -102,7 +102,7 @@ class LMDBRecords:
         size = len(first.data)
         payloads, labels = [first.data], [first.label]
         datum = caffe_pb2.Datum()
-        for key, value in records[1:]:
+        for _key, value in records[1:]:
             try:
                 datum.ParseFromString(value)
             except Exception:
@@ -325,7 +325,8 @@ class BatchLoader:
                 for i, (key, payload) in enumerate(records)]
         if self.threads > 1:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix=f"decode:{self.name}")
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.threads,
+                                                                   thread_name_prefix=f"decode:{self.name}")
             labels = list(self._pool.map(lambda job: self._fill(data, *job), jobs))
         else:
             labels = [self._fill(data, *job) for job in jobs]

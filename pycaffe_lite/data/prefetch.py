@@ -145,7 +145,7 @@ class Prefetcher:
             except queue.Empty:
                 if not self._thread.is_alive() and self._queue.empty():
                     self.close()
-                    raise RuntimeError(f"prefetch thread '{self.name}' ended without a batch")
+                    raise RuntimeError(f"prefetch thread '{self.name}' ended without a batch") from None
         self.wait_seconds += time.perf_counter() - started
         if isinstance(item, _Failure):
             self._failure = item.exc

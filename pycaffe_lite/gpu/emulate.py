@@ -198,5 +198,6 @@ def _np_type(ctype_name):
 
 def declared_names(operation):
     """Names the kernel code declares as local variables (for the reserved-name check)."""
-    pattern = r"\b(?:const\s+)?(?:long\s+long|unsigned|int|T|float|double|bool|size_t|ptrdiff_t)\s*&?\s+([A-Za-z_]\w*)\s*[=;]"
+    pattern = (r"\b(?:const\s+)?(?:long\s+long|unsigned|int|T|float|double|bool|size_t|ptrdiff_t)"
+               r"\s*&?\s+([A-Za-z_]\w*)\s*[=;]")
     return re.findall(pattern, operation)

@@ -174,7 +174,8 @@ class DataLayer(BasePrefetchingDataLayer):
         try:
             check_lmdb_path(dp.source, f"layer '{self.name}' (type Data): LMDB")
         except DataError as exc:
-            if dp.backend == caffe_pb2.DataParameter.LEVELDB and not os.path.exists(os.path.join(dp.source, "data.mdb")):
+            leveldb = dp.backend == caffe_pb2.DataParameter.LEVELDB
+            if leveldb and not os.path.exists(os.path.join(dp.source, "data.mdb")):
                 raise DataError(f"{exc} (data_param.backend is LEVELDB, which pycaffe_lite does not read: "
                                 "convert the database to LMDB and set backend: LMDB)", dp.source) from None
             raise

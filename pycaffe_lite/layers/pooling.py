@@ -124,7 +124,7 @@ def max_pool_forward(x, kernel, stride, pad, out_size):
 def max_pool_mask(argk, kernel, stride, pad, in_size):
     """Caffe's mask: the flat index h * W + w of each maximum within its channel (-1 if none)."""
     xp = get_array_module(argk)
-    (kh, kw), (sh, sw), (ph, pw), (H, W) = kernel, stride, pad, in_size
+    (_, kw), (sh, sw), (ph, pw), (_, W) = kernel, stride, pad, in_size
     Ho, Wo = argk.shape[-2:]
     hstart = (xp.arange(Ho, dtype=np.int64) * sh - ph)[:, None]
     wstart = (xp.arange(Wo, dtype=np.int64) * sw - pw)[None, :]

@@ -72,7 +72,7 @@ def save_features(features, out):
                          f"got {len(paths)}; or write one .npz")
     from ..data.datum import array_to_datum
     from ..data.lmdb_io import LMDBWriter
-    for path, (name, array) in zip(paths, features.items()):
+    for path, array in zip(paths, features.values()):
         with LMDBWriter(os.fspath(path)) as db:
             for index, sample in enumerate(np.asarray(array, np.float32)):
                 sample = sample.reshape(sample.shape + (1,) * max(0, 3 - sample.ndim)) \

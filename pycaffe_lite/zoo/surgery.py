@@ -214,7 +214,7 @@ def apply_lr_mult(net_param, spec, new_layers=(), mid_from=None):
     for name, factor in factors.items():
         if factor == 0:
             freeze(net_param, [name])
-    for (li, pi), (factor, name) in given.items():
+    for (li, pi), (factor, _name) in given.items():
         if factor != 0:
             spec_ = net_param.layer[li].param[pi]
             spec_.lr_mult = spec_.lr_mult * factor
@@ -287,7 +287,7 @@ def transplant(net, weights, rename=None, strict=False):
     for missing in set(rename) - set(target):
         raise ValueError(f"--map: the net has no layer '{missing}' with parameters")
     available = []            # source layers holding weights, in file order (each name once)
-    for origin, param in sources:
+    for _origin, param in sources:
         available += [src.name for src in param.layer if src.blobs and src.name not in available]
     for new, old in rename.items():
         if old not in available:

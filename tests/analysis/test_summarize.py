@@ -133,7 +133,8 @@ POOLS = """
 name: "pools"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 17 dim: 17 } } }
 layer { name: "pool1" type: "Pooling" bottom: "data" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "pool2" type: "Pooling" bottom: "pool1" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "pool1" top: "pool2"
+        pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
 layer { name: "relu" type: "ReLU" bottom: "pool2" top: "pool2" }
 layer { name: "fc" type: "InnerProduct" bottom: "pool2" top: "fc" inner_product_param { num_output: 10 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }

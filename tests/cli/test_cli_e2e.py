@@ -78,7 +78,8 @@ def test_train_reproduces_caffes_run(tmp_path, monkeypatch):
         assert tests[t["iteration"]]["accuracy"] == pytest.approx(t["accuracy"], rel=RTOL)
         assert tests[t["iteration"]]["loss"] == pytest.approx(t["loss"], rel=RTOL)
     for it in (30, 60):
-        assert_same_weights(folder / "snap" / f"lenet_iter_{it}.caffemodel", folder / f"caffe_lenet_iter_{it}.caffemodel")
+        assert_same_weights(folder / "snap" / f"lenet_iter_{it}.caffemodel",
+                            folder / f"caffe_lenet_iter_{it}.caffemodel")
     assert (folder / "snap" / "lenet_iter_60.solverstate").exists()
 
 

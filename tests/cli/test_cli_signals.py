@@ -15,7 +15,8 @@ from toy_layers import quadratic_layer, write_solver  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs POSIX signals")
 
-SOLVER = 'base_lr: 0.01 lr_policy: "fixed" display: 1 max_iter: {max_iter} snapshot_prefix: "snap/toy" solver_mode: CPU\n'
+SOLVER = ('base_lr: 0.01 lr_policy: "fixed" display: 1 max_iter: {max_iter} snapshot_prefix: "snap/toy" '
+          'solver_mode: CPU\n')
 
 
 def start(workdir, *flags):

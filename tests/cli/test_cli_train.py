@@ -41,7 +41,8 @@ def test_train_writes_caffes_log_and_snapshots(workdir, capsys):
     text = Path("train.log").read_text()
     assert text == capsys.readouterr().err   # the same lines on stderr and in the file
     prefix = r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ \S+\.py:\d+\] "
-    for line in ("Use CPU.", r"Iteration 0, Testing net \(#0\)", r"Iteration 2 \(\S+ iter/s, \S+s/1 iters\), loss = \S+",
+    for line in ("Use CPU.", r"Iteration 0, Testing net \(#0\)",
+                 r"Iteration 2 \(\S+ iter/s, \S+s/1 iters\), loss = \S+",
                  r"    Train net output #0: quad_loss = \S+ \(\* 1 = \S+ loss\)", r"Iteration 3, lr = 0.05",
                  r"    Test net output #1: score = 1.5", "Snapshotting to binary proto file snap/toy_iter_3.caffemodel",
                  "Snapshotting solver state to binary proto file snap/toy_iter_3.solverstate",
@@ -142,11 +143,13 @@ def test_bad_gpu_flag(workdir, capsys):
 
 
 def test_level_and_stage_select_layers_of_the_train_net(workdir):
-    extra = quadratic_layer("extra").replace('loss_weight: 1', 'loss_weight: 1 include { phase: TRAIN stage: "big" min_level: 2 }')
+    extra = quadratic_layer("extra").replace('loss_weight: 1',
+                                             'loss_weight: 1 include { phase: TRAIN stage: "big" min_level: 2 }')
     solver = write(workdir, max_iter=1, snapshot=0, net=quadratic_layer() + extra)
     assert main(["train", "--solver", solver, "--allow-python", "--log", "plain.log"]) == 0
     assert "extra_loss" not in Path("plain.log").read_text()
-    assert main(["train", "--solver", solver, "--allow-python", "--stage", "big", "--level", "2", "--log", "big.log"]) == 0
+    assert main(["train", "--solver", solver, "--allow-python", "--stage", "big", "--level", "2",
+                 "--log", "big.log"]) == 0
     assert re.search(r"Train net output #0: extra_loss = ", Path("big.log").read_text())
 
 

@@ -100,7 +100,8 @@ def jpeg_lmdb(tmp_path_factory):
 
 def _batch(db, aug, seed, phase=None, crop=20, extra=""):
     text = (f'name: "d" type: "Data" top: "data" top: "label" '
-            f'transform_param {{ crop_size: {crop} seed: {seed} scale: 0.5 mean_value: 100 {AUG.format(aug)} {extra} }} '
+            f'transform_param {{ crop_size: {crop} seed: {seed} scale: 0.5 mean_value: 100 '
+            f'{AUG.format(aug)} {extra} }} '
             f'data_param {{ source: "{db}" batch_size: 6 backend: LMDB prefetch: 2 }}')
     layer, tops = build_layer(text, phase)
     try:
@@ -205,11 +206,13 @@ def test_fused_rendering_matches_the_separate_transforms():
     # TRAIN random-resized crop: the same box from the same draws.
     aug = _augmenter("random_resized_crop { min_area: 0.3 }", caffe_pb2.TRAIN, 16)
     plan = aug.plan(30, 40, np.random.default_rng(6))
-    assert _close(aug.render(SMOOTH, plan, 0, 0, 16, 16), A.random_resized_crop(SMOOTH, np.random.default_rng(6), 16, 0.3))
+    assert _close(aug.render(SMOOTH, plan, 0, 0, 16, 16),
+                  A.random_resized_crop(SMOOTH, np.random.default_rng(6), 16, 0.3))
     # TRAIN lens distortion.
     aug = _augmenter("lens_distortion: 0.3", caffe_pb2.TRAIN, 0)
     plan = aug.plan(30, 40, np.random.default_rng(7))
-    assert _close(aug.render(SMOOTH, plan, 0, 0, 30, 40), A.lens_distort(SMOOTH, np.random.default_rng(7), 0.3), worst=1)
+    assert _close(aug.render(SMOOTH, plan, 0, 0, 30, 40), A.lens_distort(SMOOTH, np.random.default_rng(7), 0.3),
+                  worst=1)
 
 
 def test_fused_affine_warps_compose_in_the_drawn_order():

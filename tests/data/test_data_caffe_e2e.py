@@ -63,7 +63,7 @@ def test_train_reader_wraps_like_caffe(e2e):
     net = caffe.Net(_data_only_net(e2e / "train_test.prototxt"), caffe.TRAIN)
     try:
         first_labels = []
-        for i in range(11):
+        for _ in range(11):
             net.forward()
             first_labels.append(net.blobs["label"].data.copy())
         assert np.array_equal(net.blobs["data"].data, ref["train_data"])

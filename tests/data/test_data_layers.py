@@ -12,7 +12,8 @@ from pycaffe_lite.proto import caffe_pb2
 def _image_data(list_file, root, batch=3, extra="", transform="", phase=None):
     return build_layer(f'name: "img" type: "ImageData" top: "data" top: "label" '
                        f'transform_param {{ {transform} }} '
-                       f'image_data_param {{ source: "{list_file}" root_folder: "{root}/" batch_size: {batch} {extra} }}',
+                       f'image_data_param {{ source: "{list_file}" root_folder: "{root}/" '
+                       f'batch_size: {batch} {extra} }}',
                        phase)
 
 

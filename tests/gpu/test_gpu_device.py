@@ -14,7 +14,8 @@ NET = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 3 dim: 12 dim: 12 } } }
 layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
-        inner_product_param { num_output: 5 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+        inner_product_param { num_output: 5 weight_filler { type: "xavier" }
+                              bias_filler { type: "constant" value: 0.1 } } }
 layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
 """
 

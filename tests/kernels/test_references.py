@@ -20,7 +20,8 @@ def test_every_compiled_kernel_is_listed():
     from numba.core.dispatcher import Dispatcher
     from pycaffe_lite.kernels import conv, elementwise
     def compiled(module):
-        return {n for n, v in vars(module).items() if isinstance(v, Dispatcher) and v.py_func.__module__ == module.__name__}
+        return {n for n, v in vars(module).items()
+                if isinstance(v, Dispatcher) and v.py_func.__module__ == module.__name__}
     # conv's public kernels (its _helpers are pieces of them, the Winograd codelets their parts);
     # elementwise's kernels are private to it, behind its dispatching functions
     found = {f"conv.{n}" for n in compiled(conv) if not n.startswith("_")}

@@ -289,7 +289,8 @@ def test_lrn_ristretto_rounds_every_step_of_the_running_sum(size):
     layer.Forward(bottom, top)
     scale = _lrn_scale_by_loops(x, size, 0.5, 2.0, 4, 5)
     np.testing.assert_array_equal(layer.scale, scale)
-    fp = lambda v: quantize.trim_minifloat(v, 4, 5)
+    def fp(v):
+        return quantize.trim_minifloat(v, 4, 5)
     np.testing.assert_array_equal(top[0].data, fp(fp(x) * fp(scale ** -0.75)))
     # float32 widths: the float LRN, to rounding
     layer, bottom, top = build(LRN % (size, 23, 8), [x.astype(np.float32)], phase=TEST, dtype=np.float32)

@@ -99,7 +99,7 @@ def test_bad_inputs_are_refused():
         L.InnerProduct("data", num_output=2)
     n = caffe.NetSpec()
     with pytest.raises(AttributeError, match="no top named 'missing'"):
-        n.missing
+        n.missing  # noqa: B018  (the attribute lookup is what raises)
     with pytest.raises(AttributeError):
         L.InnerProduct(L.Input(shape=dict(dim=[1, 2])), no_such_field=1).to_proto()
 

@@ -16,7 +16,8 @@ def solver_for(tmp_path, text, net=None, **kwargs):
 
 
 def test_log_lines_have_caffes_wording(tmp_path, caplog):
-    solver = solver_for(tmp_path, 'base_lr: 0.01 lr_policy: "fixed" display: 2 max_iter: 4 snapshot_after_train: false\n')
+    solver = solver_for(tmp_path, 'base_lr: 0.01 lr_policy: "fixed" display: 2 max_iter: 4 '
+                                  'snapshot_after_train: false\n')
     with caplog.at_level(logging.INFO, logger="pycaffe_lite"):
         solver.solve()
     lines = caplog.messages
@@ -98,7 +99,8 @@ def test_nan_loss_stops_with_a_snapshot_of_the_last_good_state(tmp_path):
     text = f'base_lr: 0.1 lr_policy: "fixed" max_iter: 10 snapshot_prefix: "{tmp_path}/run"\n'
     solver = solver_for(tmp_path, text, net=net)
     with pytest.raises(TrainingDiverged, match=r"^Iteration 3: loss = nan; training stopped\. The last good "
-                                               r"state .* is in .*run_iter_3\.caffemodel and .*run_iter_3\.solverstate"):
+                                               r"state .* is in .*run_iter_3\.caffemodel and "
+                                               r".*run_iter_3\.solverstate"):
         solver.step(10)
     assert solver.iter == 3
     good = [blob.data.copy() for blob in solver.net.learnable_params]

@@ -83,9 +83,12 @@ layer { name: "dw" type: "Convolution" bottom: "conv" top: "dw"
         convolution_param { num_output: 6 kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1 group: 6
                             weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } }
 layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "dw" top: "sum" eltwise_param { coeff: 1 coeff: -0.5 } }
-layer { name: "pool_a" type: "Pooling" bottom: "sum" top: "pool_a" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "pool_b" type: "Pooling" bottom: "sum" top: "pool_b" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
-layer { name: "pool_c" type: "Pooling" bottom: "sum" top: "pool_c" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool_a" type: "Pooling" bottom: "sum" top: "pool_a"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "pool_b" type: "Pooling" bottom: "sum" top: "pool_b"
+        pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "pool_c" type: "Pooling" bottom: "sum" top: "pool_c"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "cat" type: "Concat" bottom: "pool_a" bottom: "pool_c" top: "cat" }
 layer { name: "lrn" type: "LRN" bottom: "cat" top: "lrn" lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 } }
 layer { name: "prelu" type: "PReLU" bottom: "lrn" top: "lrn" }
@@ -121,8 +124,10 @@ def test_export_refuses_training_nets():
     pytest.importorskip("onnx")
     from pycaffe_lite.zoo.onnx_export import to_onnx
     param = parse_text(SMALL.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }',
-                                     'layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }\n'
-                                     'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }'),
+                                     'layer { name: "label" type: "Input" top: "label" '
+                                     'input_param { shape { dim: 2 } } }\n'
+                                     'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" '
+                                     'top: "loss" }'),
                        caffe_pb2.NetParameter())
     with pytest.raises(ValueError, match="SoftmaxWithLoss has no ONNX export; export a deploy net"):
         to_onnx(_Net(param, phase=caffe_pb2.TEST))
