@@ -71,7 +71,8 @@ def test_recurrent_static_input_counts_beside_the_exposed_state():
     assert layer_class("LSTM").param_shapes(param) == [(20, None), (20,), (20, 5)]
 
 
-_UNKNOWN = '''name: "n" layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+_UNKNOWN = '''name: "n"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
 layer { name: "norm4" type: "Normalize" bottom: "data" top: "norm4" }'''
 
 
