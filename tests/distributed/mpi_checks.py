@@ -162,8 +162,8 @@ def check_weights_sync(comm, work):
     return {"error": None, "iter": solver.iter}
 
 
-CHECKS = {"weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api, "test_split": check_test_split,
-          "mismatch": check_mismatch, "no_communicator": check_no_communicator}
+CHECKS = {"weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api,
+          "test_split": check_test_split, "mismatch": check_mismatch, "no_communicator": check_no_communicator}
 
 
 def main(work, names):

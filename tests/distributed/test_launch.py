@@ -23,8 +23,9 @@ def test_gpu_list_without_cupy_is_one_clear_message(tmp_path, flag):
     h.make_db(tmp_path / "db", n=8)
     (tmp_path / "net.prototxt").write_text(h.net_text(tmp_path / "db", 2))
     (tmp_path / "solver.prototxt").write_text(h.solver_text(tmp_path / "net.prototxt", max_iter=1))
-    run = subprocess.run([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", str(tmp_path / "solver.prototxt"),
-                          "--gpu", flag], capture_output=True, text=True, timeout=60, env=h.rank_env(), check=False)
+    run = subprocess.run([sys.executable, "-m", "pycaffe_lite.cli", "train",
+                          "--solver", str(tmp_path / "solver.prototxt"), "--gpu", flag],
+                         capture_output=True, text=True, timeout=60, env=h.rank_env(), check=False)
     assert run.returncode == 2
     assert "pycaffe-lite train: error: GPU mode needs CuPy and a CUDA device" in run.stderr
     assert "Traceback" not in run.stderr

@@ -31,12 +31,14 @@ def work(tmp_path_factory):
 def solver(work, name, max_iter, snapshot, display=1):
     path = work / f"{name}.prototxt"
     path.write_text(h.solver_text(work / "net.prototxt", max_iter=max_iter, extra=(
-        f'snapshot: {snapshot}\nsnapshot_prefix: "{work / "snap" / name}"\n')).replace("display: 1", f"display: {display}"))
+        f'snapshot: {snapshot}\nsnapshot_prefix: "{work / "snap" / name}"\n'))
+        .replace("display: 1", f"display: {display}"))
     return path
 
 
 def iterations_logged(text):
-    return [(int(pid), int(it)) for pid, it in re.findall(r"^I\d+ [\d:.]+ +(\d+) solver.py:\d+\] Iteration (\d+) \(", text, re.MULTILINE)]
+    pattern = r"^I\d+ [\d:.]+ +(\d+) solver.py:\d+\] Iteration (\d+) \("
+    return [(int(pid), int(it)) for pid, it in re.findall(pattern, text, re.MULTILINE)]
 
 
 @needs_mpi

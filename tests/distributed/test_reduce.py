@@ -117,8 +117,9 @@ class FakeNccl:
     """cupy.cuda.nccl's calls, on host memory: buffers are reached through their addresses."""
     NCCL_FLOAT32, NCCL_FLOAT64, NCCL_FLOAT16, NCCL_INT64, NCCL_INT32, NCCL_UINT8 = range(6)
     NCCL_SUM = 0
-    _ctypes: ClassVar[dict] = {0: (ctypes.c_float, np.float32), 1: (ctypes.c_double, np.float64), 3: (ctypes.c_int64, np.int64),
-               4: (ctypes.c_int32, np.int32), 5: (ctypes.c_uint8, np.uint8)}
+    _ctypes: ClassVar[dict] = {0: (ctypes.c_float, np.float32), 1: (ctypes.c_double, np.float64),
+                               3: (ctypes.c_int64, np.int64), 4: (ctypes.c_int32, np.int32),
+                               5: (ctypes.c_uint8, np.uint8)}
 
     def __init__(self, size):
         self.group = LocalGroup(size)

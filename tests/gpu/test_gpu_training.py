@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, fixture_path
+from conftest import fixture_path
 from goldens import case_from, golden_params, solver_errors
 from gpu_helpers import cp, cpu_mode, gpu_mode  # noqa: F401  (fixtures)
 from pycaffe_lite import backend
