@@ -180,10 +180,13 @@ def read_listed_image(source, number, root_folder, name, new_height=0, new_width
 
 
 class ImageList:
-    """Records of an ImageData list file: images read from disk with OpenCV."""
+    """Records of an ImageData list file: images read from disk with OpenCV.
+
+    With `num_ranks` > 1 the list keeps the records whose running offset is `rank` modulo
+    `num_ranks` (the ranks' TEST readers, which split the test iterations)."""
 
     def __init__(self, path, transformer, root_folder="", new_height=0, new_width=0, is_color=True,
-                 shuffle=False, seed=0, rand_skip=0):
+                 shuffle=False, seed=0, rand_skip=0, rank=0, num_ranks=1):
         self.source = os.fspath(path)
         self.transformer = transformer
         self.root_folder = root_folder
@@ -201,6 +204,9 @@ class ImageList:
         self.pos = 0
         if rand_skip:
             self.pos = int(np.random.default_rng([seed, 0x5C1B]).integers(rand_skip)) % len(self.items)
+        self.rank, self.num_ranks = int(rank), max(1, int(num_ranks))
+        self.offset = 0           # records passed since the start (as Caffe's DataLayer counts)
+        self._skip()
 
     def _order(self):
         if not self.shuffle:
@@ -213,13 +219,22 @@ class ImageList:
 
     def next(self):
         record = self.peek()
+        self._advance()
+        self._skip()
+        return record
+
+    def _advance(self):
+        self.offset += 1
         self.pos += 1
         if self.pos >= len(self.items):
             log.debug("Restarting data prefetching from start.")
             self.pos = 0
             self.epoch += 1
             self.order = self._order()
-        return record
+
+    def _skip(self):
+        while self.offset % self.num_ranks != self.rank:
+            self._advance()
 
     def decode(self, key, payload):
         name, label, number = payload

@@ -210,9 +210,11 @@ class ImageDataLayer(BasePrefetchingDataLayer):
             # Caffe 1.0 splits no list file over solvers: each rank reads every line, in its own
             # shuffled order when shuffle is on (random_seed + rank)
             log.warning("Shuffling or skipping recommended for multi-GPU")
+        # TEST readers stride, as the ranks split the test iterations (TRAIN: Caffe's, no split)
+        ranks, rank = record_stride() if self.phase == caffe_pb2.TEST else (1, 0)
         return ImageList(ip.source, transformer, root_folder=ip.root_folder, new_height=ip.new_height,
                          new_width=ip.new_width, is_color=ip.is_color, shuffle=ip.shuffle, seed=seed,
-                         rand_skip=ip.rand_skip)
+                         rand_skip=ip.rand_skip, rank=rank, num_ranks=ranks)
 
 
 @register("MemoryData", v1="MEMORY_DATA")

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import dist_helpers as h
-from data_helpers import build_layer
+from data_helpers import build_layer, write_images
 
 from pycaffe_lite import data as data_config
 from pycaffe_lite.proto import caffe_pb2
@@ -56,3 +56,26 @@ def test_hdf5_data_rank_reads_every_nth_row(tmp_path, ranks):
         layer.Forward([], tops)
         rows[rank] = tops[0].data.tolist()
     assert rows == {0: [0, 2, 4], 1: [1, 3, 0]}
+
+
+@pytest.mark.parametrize("phase", [caffe_pb2.TRAIN, caffe_pb2.TEST])
+def test_image_data_splits_its_list_only_for_tests(tmp_path, ranks, phase):
+    """Caffe 1.0's ImageData gives every solver the whole list (TRAIN); the ranks' test nets,
+    which split the test iterations, read a stride each."""
+    list_file, _ = write_images(tmp_path, n=5, size=(4, 4))
+    labels = {}
+    for rank in range(2):
+        ranks(2, rank)
+        layer, tops = build_layer(f'name: "i" type: "ImageData" top: "data" top: "label" '
+                                  f'image_data_param {{ source: "{list_file}" root_folder: "{tmp_path}/" '
+                                  f'batch_size: 3 }}', phase=phase)
+        try:
+            layer.Forward([], tops)
+            labels[rank] = tops[1].data.tolist()
+        finally:
+            layer.close()
+    # write_images labels line i with i % 5: the label is the line
+    if phase == caffe_pb2.TRAIN:
+        assert labels == {0: [0, 1, 2], 1: [0, 1, 2]}
+    else:
+        assert labels == {0: [0, 2, 4], 1: [1, 3, 0]}
