@@ -14,6 +14,10 @@ import logging as _logging
 import sys as _sys
 import time as _time
 
+from .cli import _startup
+
+_startup.quiet_interrupts()   # Ctrl-C while `pycaffe-lite` imports: one line, exit 130 (cli/_startup.py)
+
 from . import data as _data_config
 from . import layers as _layer_implementations  # noqa: F401  (importing registers every built-in layer)
 from . import proto  # noqa: F401  (caffe.proto.caffe_pb2)

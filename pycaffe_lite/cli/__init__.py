@@ -11,7 +11,10 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+
+from . import _startup
 
 
 def build_parser():
@@ -52,6 +55,20 @@ def gflags_style(argv, parser):
 
 
 def main(argv=None):
+    previous = _startup.interrupts_raise()
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM) before training took over the signals (start-up, net building):
+        # one line and the shell's 128 + SIGINT, not a traceback
+        print("pycaffe-lite: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def _run(argv):
     parser = build_parser()
     args = parser.parse_args(gflags_style(argv, parser))
     if not getattr(args, "func", None):

@@ -244,7 +244,7 @@ def _train_rank(args, handler, param, comm, device):
         param.device_id = gpus[0]
     data_config.set_solver_count(comm.size if comm else 1)
     data_config.set_solver_rank(comm.rank if comm else 0)
-    signals = SignalHandler(args.sigint_effect, args.sighup_effect)
+    signals = SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect)
     # As tools/caffe.cpp: a resumed run ignores the solver file's `weights`, and --weights replaces
     # them; the solver loads what is left into each net (a list separated by ',', names trimmed).
     if args.snapshot:
@@ -526,6 +526,10 @@ def register(subparsers):
                        help="action on SIGINT (Ctrl-C): stop (after a snapshot), snapshot or none")
     train.add_argument("--sighup_effect", "--sighup-effect", dest="sighup_effect", default="snapshot",
                        choices=("snapshot", "stop", "none"), help="action on SIGHUP: snapshot, stop or none")
+    train.add_argument("--sigterm_effect", "--sigterm-effect", dest="sigterm_effect", default="stop",
+                       choices=("stop", "snapshot", "none"),
+                       help="action on SIGTERM (a scheduler's or docker stop's): stop (after a snapshot), "
+                            "snapshot or none; not one of Caffe's flags, it defaults to what SIGINT does")
     train.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     _common(train, "GPU device IDs separated by ',', or 'all' (CuPy); default: CPU, "
                    "or the solver's device when its solver_mode is GPU and a GPU is usable")

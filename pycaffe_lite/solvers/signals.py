@@ -1,12 +1,14 @@
-"""Signals during training, as Caffe's SignalHandler: SIGINT and SIGHUP become
+"""Signals during training, as Caffe's SignalHandler: SIGINT, SIGTERM and SIGHUP become
 solver actions (stop, snapshot or none) that the solver polls between
 iterations and between test batches, so a snapshot is never cut in half.
 
-    with SignalHandler(sigint_effect="stop", sighup_effect="snapshot") as handler:
+    with SignalHandler(sigint_effect="stop", sighup_effect="snapshot", sigterm_effect="stop") as handler:
         solver.set_action_function(handler.check_for_signals)
         solver.solve()
 
-A second SIGINT while a requested stop is still pending raises
+SIGTERM (what a cluster scheduler or `docker stop` sends) is not one of Caffe's: it is
+handled as SIGINT is by default, so a stopped job leaves a snapshot to resume from.
+A second stopping signal while a requested stop is still pending raises
 KeyboardInterrupt at once (files are written atomically, so nothing is left
 half-written).
 """
@@ -31,31 +33,43 @@ def parse_effect(value, flag):
     return value
 
 
+# Caffe polls SIGHUP before SIGINT; SIGTERM comes last
+_SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM")
+
+
 class SignalHandler:
-    def __init__(self, sigint_effect=SolverAction.STOP, sighup_effect=SolverAction.SNAPSHOT):
-        self.sigint_effect = parse_effect(sigint_effect, "--sigint_effect")
-        self.sighup_effect = parse_effect(sighup_effect, "--sighup_effect")
-        self.got_sigint = False
-        self.got_sighup = False
+    def __init__(self, sigint_effect=SolverAction.STOP, sighup_effect=SolverAction.SNAPSHOT,
+                 sigterm_effect=SolverAction.STOP):
+        self.effects = {"SIGINT": parse_effect(sigint_effect, "--sigint_effect"),
+                        "SIGHUP": parse_effect(sighup_effect, "--sighup_effect"),
+                        "SIGTERM": parse_effect(sigterm_effect, "--sigterm_effect")}
+        self.received = set()
         self.stop_pending = False
         self._previous = {}
 
-    def _on_sigint(self, signum, frame):
-        if self.sigint_effect == SolverAction.STOP and (self.got_sigint or self.stop_pending):
-            raise KeyboardInterrupt
-        self.got_sigint = True
+    # Caffe's names for the flags the solver reads
+    sigint_effect = property(lambda self: self.effects["SIGINT"])
+    sighup_effect = property(lambda self: self.effects["SIGHUP"])
+    sigterm_effect = property(lambda self: self.effects["SIGTERM"])
+    got_sigint = property(lambda self: "SIGINT" in self.received)
+    got_sighup = property(lambda self: "SIGHUP" in self.received)
+    got_sigterm = property(lambda self: "SIGTERM" in self.received)
 
-    def _on_sighup(self, signum, frame):
-        self.got_sighup = True
+    def _on_signal(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.effects[name] == SolverAction.STOP and (name in self.received or self.stop_pending):
+            raise KeyboardInterrupt
+        self.received.add(name)
 
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             log.warning("signal handlers can only be installed from the main thread; "
-                        "SIGINT/SIGHUP keep their default behaviour")
+                        "SIGINT/SIGTERM/SIGHUP keep their default behaviour")
             return self
-        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-        if hasattr(signal, "SIGHUP"):
-            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_sighup)
+        for name in _SIGNALS:
+            if hasattr(signal, name):
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def uninstall(self):
@@ -70,11 +84,11 @@ class SignalHandler:
 
     def check_for_signals(self):
         """The pending action (each signal is reported once), SIGHUP first as in Caffe."""
-        if self.got_sighup:
-            self.got_sighup = False
-            return self.sighup_effect
-        if self.got_sigint:
-            self.got_sigint = False
-            self.stop_pending = self.stop_pending or self.sigint_effect == SolverAction.STOP
-            return self.sigint_effect
+        for name in _SIGNALS:
+            if name in self.received:
+                self.received.discard(name)
+                effect = self.effects[name]
+                self.stop_pending = self.stop_pending or effect == SolverAction.STOP
+                return effect
         return SolverAction.NONE
+

@@ -71,3 +71,77 @@ def test_sighup_snapshots_and_sigint_stops_with_a_resumable_snapshot(tmp_path):
     assert resumed.returncode == 0, err
     assert f"Resuming from snap/{last.name}" in err and f"] Iteration {stopped_at + 1} (" in err
     assert "Optimization Done." in err and (tmp_path / "snap" / f"toy_iter_{stopped_at + 2}.solverstate").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_the_net_is_built_is_one_line_and_exit_130(tmp_path, signum):
+    from toy_layers import slow_setup_layer
+    write_solver(tmp_path, SOLVER.format(max_iter=10), slow_setup_layer() + quadratic_layer())
+    process, lines = start(tmp_path), []
+    try:
+        wait_for(process, "SlowSetup: building", lines)
+        process.send_signal(signum)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(lines) + rest
+    assert process.returncode == 130, log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert "interrupted" in rest.lower(), log
+
+
+def test_sigterm_snapshots_and_stops_as_sigint_does(tmp_path):
+    (tmp_path / "snap").mkdir()
+    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
+    process, lines = start(tmp_path), []
+    try:
+        wait_for(process, "] Iteration 3 (", lines)
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(lines) + rest
+    assert process.returncode == 0, log
+    assert "Optimization stopped early." in log and "Traceback" not in log
+    assert list((tmp_path / "snap").glob("toy_iter_*.solverstate")), log
+
+
+def test_sigterm_effect_none_keeps_training(tmp_path):
+    (tmp_path / "snap").mkdir()
+    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
+    process, lines = start(tmp_path, "--sigterm_effect", "none"), []
+    try:
+        wait_for(process, "] Iteration 3 (", lines)
+        process.send_signal(signal.SIGTERM)
+        wait_for(process, "] Iteration 12 (", lines)   # still training
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and "Optimization stopped early." in rest
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="watches /proc/PID/maps for NumPy's import")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_the_package_imports_is_one_line_and_exit_130(tmp_path, signum):
+    """The signal arrives once NumPy is loaded, while the layers, Numba and the kernels still import."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt"],
+                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and process.poll() is None:
+            with open(f"/proc/{process.pid}/maps") as maps:
+                if "_multiarray_umath" in maps.read():
+                    break
+            time.sleep(0.005)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.strip() == "pycaffe-lite: interrupted", err

@@ -72,6 +72,29 @@ class Counter(caffe.Layer):
         pass
 
 
+class SlowSetup(caffe.Layer):
+    """Says so on stderr, then takes `param_str` seconds to set up: a net still being built."""
+    def setup(self, bottom, top):
+        import sys
+        sys.stderr.write("SlowSetup: building\n")
+        sys.stderr.flush()
+        time.sleep(float(self.param_str or 30))
+
+    def reshape(self, bottom, top):
+        top[0].reshape((1,))
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 0
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+def slow_setup_layer(seconds=30):
+    return ('layer { name: "slow" type: "Python" top: "slow"\n'
+            f'  python_param {{ module: "toy_layers" layer: "SlowSetup" param_str: "{seconds}" }} }}\n')
+
+
 def quadratic_layer(name="quad", shapes=((3, 4), (5,)), seed=0, lr_mult=(1, 2), decay_mult=(1, 0),
                     extra=None, include=None):
     cfg = {"shapes": [list(s) for s in shapes], "seed": seed}
