@@ -150,10 +150,11 @@ class NetHelpersMixin:
         return reset(data, labels, data.shape[0])  # Caffe's MemoryDataLayer::Reset
 
     # ---- HDF5 weights (Net::ToHDF5 / CopyTrainedLayersFromHDF5) ----------------
-    def save_hdf5(self, filename, write_diff=False):
+    def save_hdf5(self, filename, write_diff=False, attributes=None):
         """Write the parameters as Caffe's HDF5 layout: /data/<layer>/<i> (and /diff/...).
 
-        A parameter shared with an earlier layer is written once, under its owner.
+        A parameter shared with an earlier layer is written once, under its owner; `attributes`
+        go on the root group (a snapshot's run_id).
         """
         h5py = _h5py()
         filename = os.fspath(filename)
@@ -163,6 +164,7 @@ class NetHelpersMixin:
         try:
             seen = set()
             with h5py.File(tmp, "w") as handle:
+                handle.attrs.update(attributes or {})
                 data = handle.create_group("data")
                 diff = handle.create_group("diff") if write_diff else None
                 for name, layer in zip(self.layer_names, self.layers):

@@ -245,6 +245,8 @@ def _train_rank(args, handler, param, comm, device):
     data_config.set_solver_count(comm.size if comm else 1)
     data_config.set_solver_rank(comm.rank if comm else 0)
     signals = SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect)
+    if args.snapshot == "auto":
+        args.snapshot = _latest_snapshot(param)
     # As tools/caffe.cpp: a resumed run ignores the solver file's `weights`, and --weights replaces
     # them; the solver loads what is left into each net (a list separated by ',', names trimmed).
     if args.snapshot:
@@ -294,6 +296,16 @@ def _train_rank(args, handler, param, comm, device):
         if solver is not None:
             for net in [solver.net] + solver.test_nets:
                 net.close()
+
+
+def _latest_snapshot(param):
+    """--snapshot auto: the newest complete pair of the solver's snapshot_prefix, or '' to start afresh."""
+    from ..solvers.snapshots import latest_snapshot
+    found = latest_snapshot(param.snapshot_prefix) if param.snapshot_prefix else None
+    if found is None:
+        log.info("--snapshot auto: no complete snapshot of %s; starting from iteration 0",
+                 param.snapshot_prefix or "(no snapshot_prefix)")
+    return found or ""
 
 
 def _attach(solver, comm):
@@ -520,7 +532,9 @@ def register(subparsers):
                             "the solver file's `weights`; cannot be given with --snapshot")
     train.add_argument("--snapshot", default="",
                        help="a .solverstate to resume training from (the solver file's `weights` are "
-                            "then not loaded)")
+                            "then not loaded); 'auto': the newest complete snapshot of the solver's "
+                            "snapshot_prefix (a state whose .caffemodel exists and is of the same run), "
+                            "or start from the beginning when there is none")
     train.add_argument("--sigint_effect", "--sigint-effect", dest="sigint_effect", default="stop",
                        choices=("stop", "snapshot", "none"),
                        help="action on SIGINT (Ctrl-C): stop (after a snapshot), snapshot or none")

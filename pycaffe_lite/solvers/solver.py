@@ -24,9 +24,11 @@ Everything is computed in the parameters' dtype (float32 for Caffe's nets),
 with Caffe's order of operations, so that a run reproduces BVLC Caffe's
 losses and weights to float32 rounding.
 """
+import contextlib
 import logging
 import math
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -40,6 +42,7 @@ from ..proto.files import read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..proto.upgrade import upgrade_snapshot_prefix
 from ..kernels import updates
+from . import snapshots
 from . import state as state_io
 from .lr_policy import check_policy, learning_rate
 from .signals import SolverAction
@@ -156,6 +159,8 @@ class Solver:
             backend.set_random_seed(param.random_seed + data_config.solver_rank())
         if data_config.solver_rank() == 0:     # the root solver alone snapshots (and probes)
             self._check_snapshot_write_permissions()
+        self.run_id = snapshots.new_run_id()   # written into both files of each snapshot pair
+        self._stale_cleaned = False
         # each weights file is read once, then copied into every net as it is built
         finetune = [(path, state_io.read_trained_layers(path)) for path in weights_files(param)]
         self.net = self._init_train_net(finetune)
@@ -187,14 +192,33 @@ class Solver:
             return
         if not self.param.HasField("snapshot_prefix"):
             raise ValueError("In solver params, snapshot is specified but snapshot_prefix is not")
-        probe = self.snapshot_filename(".tempfile")
+        # a fresh temporary (O_EXCL): never opens, and so never truncates, an existing file or a symlink's target
+        prefix = self.param.snapshot_prefix
         try:
-            with open(probe, "w"):
-                pass
+            fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(prefix)}_iter_{self.iter}.probe.",
+                                         suffix=".tmp", dir=os.path.dirname(os.path.abspath(prefix)))
+            os.close(fd)
             os.remove(probe)
         except OSError:
-            raise ValueError(f"Cannot write to snapshot prefix '{self.param.snapshot_prefix}'.  Make sure "
+            raise ValueError(f"Cannot write to snapshot prefix '{prefix}'.  Make sure "
                              "that the directory exists and is writeable.") from None
+
+    @contextlib.contextmanager
+    def _snapshot_prefix_held(self):
+        """While training or snapshotting: one training per snapshot_prefix (snapshots.py); the first
+        time, what a killed run of the prefix left is removed."""
+        prefix = self.param.snapshot_prefix
+        if not self.is_root or not prefix or not os.path.isdir(os.path.dirname(os.path.abspath(prefix))):
+            yield   # only the root solver writes; nothing can be written there: Caffe too fails when it snapshots
+            return
+        lock = snapshots.PrefixLock(prefix).acquire()
+        try:
+            if not self._stale_cleaned:
+                snapshots.clean_stale_temporaries(prefix)
+                self._stale_cleaned = True
+            yield
+        finally:
+            lock.release()
 
     def _make_net(self, net_param, phase, finetune):
         """A train or test net, with the `weights` entries ((path, read_trained_layers(path)))
@@ -333,6 +357,10 @@ class Solver:
     # ------------------------------------------------------------------
     def step(self, iters):
         """Run `iters` training iterations (Caffe's Solver::Step)."""
+        with self._snapshot_prefix_held():
+            self._step(int(iters))
+
+    def _step(self, iters):
         p = self.param
         if data_config.solver_count() > 1 and self.sync is None:
             raise RuntimeError(f"solver_count is {data_config.solver_count()} but this solver has no communicator: "
@@ -381,6 +409,10 @@ class Solver:
 
     def solve(self, resume_file=None):
         """Train to max_iter (Caffe's Solver::Solve), optionally resuming from a .solverstate."""
+        with self._snapshot_prefix_held():
+            self._solve(resume_file)
+
+    def _solve(self, resume_file):
         p = self.param
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
@@ -589,16 +621,22 @@ class Solver:
         With several ranks only rank 0 writes (the others return [])."""
         if not self.is_root:
             return []
+        with self._snapshot_prefix_held():
+            return self._snapshot()
+
+    def _snapshot(self):
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         if hdf5:
             state_io.require_h5py()
             model_filename = self.snapshot_filename(".caffemodel.h5")
             log.info("Snapshotting to HDF5 file %s", model_filename)
-            self.net.save_hdf5(model_filename, self.param.snapshot_diff)
+            self.net.save_hdf5(model_filename, self.param.snapshot_diff, attributes={"run_id": self.run_id})
         else:
             model_filename = self.snapshot_filename(".caffemodel")
             log.info("Snapshotting to binary proto file %s", model_filename)
-            state_io.write_proto(model_filename, self.net.to_proto(write_diff=self.param.snapshot_diff))
+            weights = self.net.to_proto(write_diff=self.param.snapshot_diff)
+            weights.run_id = self.run_id
+            state_io.write_proto(model_filename, weights)
         state_filename = self.snapshot_solver_state(model_filename, hdf5)
         return [model_filename, state_filename]
 
@@ -606,12 +644,13 @@ class Solver:
         if hdf5:
             filename = self.snapshot_filename(".solverstate.h5")
             log.info("Snapshotting solver state to HDF5 file %s", filename)
-            state_io.save_state_hdf5(filename, self.iter, model_filename, self.current_step, self.history)
+            state_io.save_state_hdf5(filename, self.iter, model_filename, self.current_step, self.history,
+                                     self.run_id)
         else:
             filename = self.snapshot_filename(".solverstate")
             log.info("Snapshotting solver state to binary proto file %s", filename)
             state_io.write_proto(filename, state_io.make_state(self.iter, model_filename,
-                                                               self.current_step, self.history))
+                                                               self.current_step, self.history, self.run_id))
         return filename
 
     def restore(self, state_file):
@@ -630,14 +669,19 @@ class Solver:
         # Check everything before changing anything: a refused state leaves the solver as it was.
         if state_file.endswith(".h5"):
             iteration, learned_net, current_step, history = state_io.load_state_hdf5(state_file, check_sizes)
+            run_id = state_io.state_pair(state_file)[1]
         else:
             state = state_io.read_state(state_file)
-            iteration, current_step = state.iter, state.current_step
+            iteration, current_step, run_id = state.iter, state.current_step, state.run_id
             learned_net = state.learned_net if state.HasField("learned_net") else None
             history = [state_io.history_array(blob) for blob in state.history]
             check_sizes([values.size for values in history])
         if learned_net:
-            state_io.copy_weights(self.net, state_io.resolve_learned_net(learned_net, state_file))
+            weights_file = state_io.resolve_learned_net(learned_net, state_file)
+            trained = state_io.read_trained_layers(weights_file)
+            weights_id = trained.run_id if hasattr(trained, "run_id") else None
+            snapshots.check_pair(state_file, run_id, weights_file, weights_id)
+            state_io.copy_weights(self.net, weights_file, trained)
         log.info("SGDSolver: restoring history")   # Caffe's wording, whatever the solver type
         for target, values in zip(self.history, history):
             target[...] = get_array_module(target).asarray(values.reshape(target.shape), dtype=target.dtype)

@@ -29,11 +29,13 @@ def write_proto(path, message):
     write_bytes_atomic(path, message.SerializeToString())
 
 
-def make_state(iteration, learned_net, current_step, history):
+def make_state(iteration, learned_net, current_step, history, run_id=""):
     state = caffe_pb2.SolverState()
     state.iter = int(iteration)
     state.learned_net = learned_net
     state.current_step = int(current_step)
+    if run_id:
+        state.run_id = run_id
     for array in history:
         state.history.add().CopyFrom(array_to_blob_proto(array))
     return state
@@ -45,6 +47,35 @@ def read_state(path):
         raise ValueError(f"{path}: not a solver state (no iter, no history); "
                          "resume with the .solverstate file, not the .caffemodel")
     return state
+
+
+def state_pair(path):
+    """(learned_net or None, run id or '') of a .solverstate or .solverstate.h5."""
+    path = os.fspath(path)
+    if not path.endswith(".h5"):
+        state = read_state(path)
+        return (state.learned_net if state.HasField("learned_net") else None), state.run_id
+    with require_h5py().File(path, "r") as f:
+        return _hdf5_learned_net(f, path), hdf5_text(f.attrs.get("run_id", ""))
+
+
+def hdf5_text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _hdf5_single(f, path, key):
+    """The one value of dataset `key`, its size checked before it is read."""
+    dataset = f[key]
+    if dataset.size != 1:
+        raise ValueError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
+    return np.asarray(dataset[()]).ravel()[0]
+
+
+def _hdf5_learned_net(f, path):
+    if "learned_net" not in f:
+        return None
+    raw = _hdf5_single(f, path, "learned_net")   # Caffe's NUL-terminated string, or one without
+    return raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else str(raw)
 
 
 def history_array(blob_proto):
@@ -93,9 +124,11 @@ def require_h5py():
 # ---------------------------------------------------------------------------
 # HDF5 solver state
 # ---------------------------------------------------------------------------
-def save_state_hdf5(path, iteration, learned_net, current_step, history):
+def save_state_hdf5(path, iteration, learned_net, current_step, history, run_id=""):
     h5py = require_h5py()
     with atomic_write(path, "w+b") as handle, h5py.File(handle, "w") as f:
+        if run_id:
+            f.attrs["run_id"] = run_id
         f.create_dataset("iter", data=np.array([iteration], np.int32))
         save_string_hdf5(f, "learned_net", learned_net)
         f.create_dataset("current_step", data=np.array([current_step], np.int32))
@@ -124,23 +157,12 @@ def load_state_hdf5(path, check_sizes=None):
     `iter`, `current_step` and `learned_net` must hold one value, and
     `check_sizes([values per history blob])` may refuse the history first."""
     h5py = require_h5py()
-
-    def single(key):
-        """The one value of dataset `key`, its size checked before it is read."""
-        dataset = f[key]
-        if dataset.size != 1:
-            raise ValueError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
-        return np.asarray(dataset[()]).ravel()[0]
-
     with h5py.File(path, "r") as f:
         for key in ("iter", "current_step", "history"):
             if key not in f:
                 raise ValueError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
-        iteration, current_step = int(single("iter")), int(single("current_step"))
-        learned_net = None
-        if "learned_net" in f:
-            raw = single("learned_net")   # Caffe's NUL-terminated string, or one without
-            learned_net = raw.split(b"\0", 1)[0].decode() if isinstance(raw, bytes) else str(raw)
+        iteration, current_step = int(_hdf5_single(f, path, "iter")), int(_hdf5_single(f, path, "current_step"))
+        learned_net = _hdf5_learned_net(f, path)
         datasets = [f["history"][k] for k in sorted(f["history"], key=int)]
         if check_sizes is not None:
             check_sizes([int(d.size) for d in datasets])

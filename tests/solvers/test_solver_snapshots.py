@@ -202,7 +202,9 @@ def test_resume_from_caffes_lenet_solverstate(tmp_path, monkeypatch):
     for a, b in zip(ours.history, caffe_state.history):
         assert tuple(a.shape.dim) == tuple(b.shape.dim)
         np.testing.assert_array_equal(np.asarray(a.data, np.float32), np.asarray(b.data, np.float32))
-    assert {f.name for f, _ in ours.ListFields()} == {f.name for f, _ in caffe_state.ListFields()}
+    # Caffe's fields, and ours: the run id (field 1030) that pairs it with its .caffemodel
+    assert {f.name for f, _ in ours.ListFields()} == {f.name for f, _ in caffe_state.ListFields()} | {"run_id"}
+    assert caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["run_id"].number == 1030
 
 
 def test_hdf5_sizes_are_checked_before_reading(tmp_path):
