@@ -100,7 +100,8 @@ def _prefix_parts(prefix):
 def clean_stale_temporaries(prefix):
     """Remove the temporaries a killed run of `prefix` left (call with the prefix's lock held)."""
     folder, base = _prefix_parts(prefix)
-    stale = re.compile(r"\.%s_iter_\d+\..+\.tmp\Z|%s_iter_\d+\.tempfile\Z" % (re.escape(base), re.escape(base)))
+    base = re.escape(base)
+    stale = re.compile(rf"\.{base}_iter_\d+\..+\.tmp\Z|{base}_iter_\d+\.tempfile\Z")
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):

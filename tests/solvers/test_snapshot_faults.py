@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_layers import quadratic_layer, write_solver
 
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.solvers import get_solver
-from pycaffe_lite.solvers.snapshots import PrefixLock, SnapshotPrefixLocked, latest_snapshot
-from toy_layers import quadratic_layer, write_solver
+from pycaffe_lite.solvers.snapshots import (
+    PrefixLock,
+    SnapshotPrefixLocked,
+    latest_snapshot,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SOLVER = ('base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" display: 0 max_iter: {max_iter} '
@@ -74,12 +78,12 @@ def test_solvers_of_one_process_share_the_prefix(tmp_path):
 
 
 def test_a_pair_from_two_runs_is_refused_on_resume(tmp_path):
-    run_a, prefix = make(tmp_path)
+    run_a, _ = make(tmp_path)
     run_a.step(2)
-    model_a, state_a = run_a.snapshot()
+    run_a.snapshot()
     run_b, _ = make(tmp_path)
     run_b.step(2)
-    model_b, state_b = run_b.snapshot()   # the same names: run b overwrote run a's pair
+    _, state_b = run_b.snapshot()   # the same names: run b overwrote run a's pair
     state = caffe_pb2.SolverState()
     state.ParseFromString(Path(state_b).read_bytes())
     mixed = tmp_path / "mixed.solverstate"
@@ -154,13 +158,13 @@ def test_kill_9_while_snapshotting_then_auto_resume_finishes(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "solvers")]))
     done = subprocess.run([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt",
                            "--allow-python", "--snapshot", "auto"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     if newest:
         assert f"Resuming from snap/{os.path.basename(newest)}" in done.stderr
     assert "Optimization Done." in done.stderr
     names = os.listdir(tmp_path / "snap")
-    assert not [n for n in names if n.endswith(".tmp") or n.endswith(".lock")], names
+    assert not [n for n in names if n.endswith((".tmp", ".lock"))], names
     assert "toy_iter_8.solverstate" in names
 
 
@@ -169,7 +173,7 @@ def _mount_tmpfs(path, size):
         pytest.skip("a full disk is simulated with a small tmpfs, which needs root to mount")
     path.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()})")
 
