@@ -27,6 +27,26 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+def open_fresh(path, mode="w"):
+    """A new file at `path` for output written as it comes (a --log file, HDF5Output's datasets).
+
+    It is made as a temporary beside `path` and renamed into place at once: whatever was at `path`,
+    a symlink included, is replaced, never followed and never truncated.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return os.fdopen(fd, mode)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)

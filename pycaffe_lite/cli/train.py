@@ -16,6 +16,7 @@ import sys
 import time
 
 from .. import backend
+from ..io_utils import open_fresh
 from ..proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite.cli")
@@ -99,8 +100,8 @@ def caffe_logging(log_file=None, stream=None):
     handler = _BarAwareHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     handlers = [handler]
-    if log_file:
-        file_handler = logging.FileHandler(log_file, mode="w")
+    if log_file:   # a fresh file: a symlink at the name is replaced, its target left alone
+        file_handler = logging.StreamHandler(open_fresh(log_file, "w"))
         file_handler.setFormatter(formatter)
         handlers.append(file_handler)
     logger.handlers = handlers
@@ -117,6 +118,7 @@ def caffe_logging(log_file=None, stream=None):
             h.flush()
             if h is not handler:
                 h.close()
+                h.stream.close()
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         logger.handlers = saved[2]

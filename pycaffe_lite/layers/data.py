@@ -34,6 +34,7 @@ from ..data.batches import BatchLoader, ImageList, LMDBRecords, item_rng
 from ..data.datum import DataError
 from ..data.lmdb_io import check_lmdb_path
 from ..data.prefetch import Prefetcher, stager_for
+from ..io_utils import open_fresh
 from ..data.transformer import DataTransformer
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -466,8 +467,10 @@ class HDF5OutputLayer(Layer):
         self.file_name = self.layer_param.hdf5_output_param.file_name
         if not self.file_name:
             raise ValueError(self.error("needs hdf5_output_param.file_name"))
-        self._file = self.h5py.File(self.file_name, "w")
-        self._finalizer = weakref.finalize(self, self._file.close)
+        # a fresh file (io_utils.open_fresh): a symlink at file_name is replaced, its target left alone
+        self._stream = open_fresh(self.file_name, "w+b")
+        self._file = self.h5py.File(self._stream, "w")
+        self._finalizer = weakref.finalize(self, _close_all, self._file, self._stream)
 
     def reshape(self, bottom, top):
         pass
@@ -498,14 +501,20 @@ class HDF5OutputLayer(Layer):
                 ds.resize(n + values.shape[0], axis=0)
                 ds[n:] = values
         self._file.flush()
+        self._stream.flush()
 
     def backward(self, top, propagate_down, bottom):
         pass
 
     def close(self):
         if self._file is not None:
-            self._file.close()
+            _close_all(self._file, self._stream)
             self._file = None
+
+
+def _close_all(*files):
+    for f in files:
+        f.close()
 
 
 __all__ = ["DataLayer", "ImageDataLayer", "MemoryDataLayer", "HDF5DataLayer", "HDF5OutputLayer"]

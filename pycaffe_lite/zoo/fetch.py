@@ -39,6 +39,38 @@ def _is_url(source):
     return urllib.parse.urlparse(str(source)).scheme in ("http", "https", "file", "ftp")
 
 
+def _local_path(source):
+    """The file a local path or file:// URL names; None for a network URL."""
+    parsed = urllib.parse.urlparse(str(source))
+    if not _is_url(source):
+        return Path(source)
+    return Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
+def _readme_url(entry):
+    """The readme's caffemodel_url: http(s) only, so a readme from anywhere cannot make us copy a local
+    file (file:// and local paths are taken from the command line only)."""
+    url = entry.url
+    if url and urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise ValueError(f"{entry.folder / 'readme.md'}: caffemodel_url {url!r} is not an http(s) URL; a "
+                         "readme's URL is only downloaded, never read from this machine. To use a local "
+                         "file, give it yourself: zoo fetch NAME --from FILE")
+    return url
+
+
+def _check_is_caffemodel(path, described):
+    """Unverified (--no-verify), a local file is copied only when it is a trained net: a NetParameter
+    with at least one layer holding blobs."""
+    from ..proto.files import read_weights
+    try:
+        weights = read_weights(path)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{described}: not a .caffemodel, so --no-verify does not copy it ({exc})") from None
+    if not any(layer.blobs for layer in list(weights.layer) + list(weights.layers)):
+        raise ValueError(f"{described}: a NetParameter without weights (no layer holds blobs), so "
+                         "--no-verify does not copy it")
+
+
 def _open_source(source, timeout, name="NAME"):
     """(readable stream, total size or None, description)."""
     if not _is_url(source):
@@ -86,11 +118,14 @@ def fetch_weights(model, source=None, dest=None, sha1=None, verify=True, root=No
     if verify and dest.is_file() and sha1_of(dest) == expected:
         return dest
     if source is None:
-        source = entry.url
+        source = _readme_url(entry)
         if not source:
             where = entry.weights_from or "see its readme"
             raise ValueError(f"{entry.name} has no caffemodel_url to download from ({where}); "
                              f"give the file with --from FILE")
+    local = _local_path(source)
+    if not verify and local is not None:
+        _check_is_caffemodel(local, str(source))
     dest.parent.mkdir(parents=True, exist_ok=True)
     stream, total, described = _open_source(source, timeout, entry.name)
     digest = hashlib.sha1()

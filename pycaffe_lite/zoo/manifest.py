@@ -22,6 +22,9 @@ from pathlib import Path
 
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 _KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s?(.*)$")
+# the weights' file name as BVLC's readmes give it (bvlc_alexnet.caffemodel, ResNet-50-model.caffemodel):
+# no folder, no leading '.', no YAML tag (!!), anchor (&) or alias (*)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 # the shipped zoo: prototxts, solvers and readmes (package data; never weights)
 PACKAGE_ZOO = Path(__file__).resolve().parent / "models"
 
@@ -58,6 +61,10 @@ def parse_front_matter(text, source="readme.md"):
         meta[key] = value or None
     else:
         raise ValueError(f"{source}: the front matter has no closing '---' line")
+    caffemodel = meta.get("caffemodel")
+    if caffemodel is not None and (not _PLAIN_NAME.match(caffemodel) or caffemodel.strip(".") == ""):
+        raise ValueError(f"{source}: caffemodel must be a plain file name (letters, digits, '_', '-', '+', "
+                         f"'.'), which is written inside the model's folder; got {caffemodel!r}")
     sha1 = meta.get("sha1")
     if sha1 is not None and not _SHA1.match(sha1):
         raise ValueError(f"{source}: sha1 must be 40 hexadecimal digits, got {sha1!r}")

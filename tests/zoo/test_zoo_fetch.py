@@ -82,8 +82,59 @@ def test_fetch_needs_a_sha1_unless_told_otherwise(tmp_path):
         fetch_weights("tiny", source=source, root=root)
     digest = hashlib.sha1(source.read_bytes()).hexdigest()
     assert fetch_weights("tiny", source=source, root=root, sha1=digest).exists()
-    other = fetch_weights("tiny", source=source, root=root, verify=False, dest=tmp_path / "copy.bin")
-    assert other.read_bytes() == source.read_bytes()
+    caffemodel = tmp_path / "real.caffemodel"
+    caffemodel.write_bytes(_tiny_caffemodel())
+    other = fetch_weights("tiny", source=caffemodel, root=root, verify=False, dest=tmp_path / "copy.bin")
+    assert other.read_bytes() == caffemodel.read_bytes()
+
+
+def _tiny_caffemodel():
+    from pycaffe_lite.proto import caffe_pb2
+    net = caffe_pb2.NetParameter(name="tiny")
+    layer = net.layer.add(name="ip", type="InnerProduct")
+    layer.blobs.add().data.extend([1.0, 2.0])
+    return net.SerializeToString()
+
+
+@pytest.mark.parametrize("name", ["../../outside.caffemodel", "/tmp/absolute.caffemodel", "sub/dir.caffemodel",
+                                  "!!python/object:os.system", "&anchor x.caffemodel", ".hidden", "..",
+                                  "a\\b.caffemodel", "evil\x00.caffemodel"])
+def test_a_readme_names_only_a_plain_file_inside_the_model_folder(tmp_path, name, capsys):
+    root, source = _zoo(tmp_path)
+    readme = root / "tiny" / "readme.md"
+    readme.write_text(readme.read_text().replace("caffemodel: tiny.caffemodel", f"caffemodel: {name}"))
+    with pytest.raises(ValueError, match="plain file name"):
+        get_model("tiny", root)
+    assert main(["zoo", "--root", str(root), "fetch", "tiny", "--from", str(source)]) == 2
+    assert "plain file name" in capsys.readouterr().err
+    assert sorted(p.name for p in (root / "tiny").iterdir()) == ["readme.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloaded.caffemodel", "zoo"]
+
+
+def test_a_readme_file_url_is_refused_but_the_command_line_may_give_one(tmp_path):
+    payload = b"weights of a tiny net"
+    root, source = _zoo(tmp_path, payload=payload, url=(tmp_path / "downloaded.caffemodel").as_uri())
+    with pytest.raises(ValueError, match="not an http"):
+        fetch_weights("tiny", root=root)
+    assert sorted(p.name for p in (root / "tiny").iterdir()) == ["readme.md"]
+    assert fetch_weights("tiny", source=source.as_uri(), root=root).read_bytes() == payload
+
+
+def test_no_verify_never_copies_a_file_that_is_not_a_caffemodel(tmp_path, capsys):
+    root, _ = _zoo(tmp_path)
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nnot weights\n")
+    for source in (str(secret), secret.as_uri()):
+        assert main(["zoo", "--root", str(root), "fetch", "tiny", "--from", source, "--no-verify"]) == 2
+        assert "not a .caffemodel" in capsys.readouterr().err
+    empty_net = tmp_path / "empty.caffemodel"
+    empty_net.write_bytes(b"")   # parses as an empty NetParameter: no weights in it
+    with pytest.raises(ValueError, match="without weights"):
+        fetch_weights("tiny", source=empty_net, root=root, verify=False)
+    assert sorted(p.name for p in (root / "tiny").iterdir()) == ["readme.md"]
+    good = tmp_path / "good.caffemodel"
+    good.write_bytes(_tiny_caffemodel())
+    assert fetch_weights("tiny", source=good, root=root, verify=False).read_bytes() == good.read_bytes()
 
 
 def test_fetch_file_url(tmp_path):
