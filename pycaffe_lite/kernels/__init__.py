@@ -33,6 +33,9 @@ if os.environ.get("PYCAFFE_LITE_NO_NUMBA", "") not in ("1", "true", "yes"):
         HAVE_NUMBA = True
     except Exception:  # pragma: no cover - numba missing or broken
         HAVE_NUMBA = False
+if HAVE_NUMBA:
+    from ._cache import ensure_cache_locator
+    HAVE_NUMBA = ensure_cache_locator()
 
 # kernel (module.function here) -> its NumPy reference ("module:function"); the tests compare the two.
 REFERENCES = {
