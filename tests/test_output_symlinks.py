@@ -10,7 +10,7 @@ import pytest
 from pycaffe_lite.io_utils import atomic_write, open_fresh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "solvers"))
-from toy_layers import quadratic_layer, write_solver  # noqa: E402
+from toy_layers import quadratic_layer, write_solver
 
 
 @pytest.fixture
@@ -53,10 +53,11 @@ def test_train_log_replaces_a_symlink(tmp_path, precious, monkeypatch):
 
 def test_hdf5_output_replaces_a_symlink(tmp_path, precious):
     h5py = pytest.importorskip("h5py")
+    from google.protobuf import text_format
+
     from pycaffe_lite.blob import Blob
     from pycaffe_lite.layer import create_layer
     from pycaffe_lite.proto import caffe_pb2
-    from google.protobuf import text_format
     link = _link(tmp_path, "out.h5", precious)
     param = text_format.Parse(f'name: "o" type: "HDF5Output" bottom: "data" bottom: "label" '
                               f'hdf5_output_param {{ file_name: "{link}" }}', caffe_pb2.LayerParameter())

@@ -42,11 +42,14 @@ def _private_dir():
     return path
 
 
-def fallback_cache_dir(kernel_folder=os.path.dirname(os.path.abspath(__file__))):
+KERNEL_FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def fallback_cache_dir():
     """None when Numba finds a writable cache by itself, else the folder to give it."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
-    if _writable(os.path.join(kernel_folder, "__pycache__")) or _writable(_user_wide_dir()):
+    if _writable(os.path.join(KERNEL_FOLDER, "__pycache__")) or _writable(_user_wide_dir()):
         return None
     return _private_dir()
 
