@@ -21,6 +21,8 @@ class Blob:
         self._shape = None
         self._data = None
         self._diff = None
+        self._keys = None          # the records this blob's batch came from (a data layer's top)
+        self._keys_from = None     # the blob whose data this one shares
         self.reshape(*shape) if shape is not None else None
 
     # --- shape -----------------------------------------------------------
@@ -126,6 +128,17 @@ class Blob:
     def share_data(self, other):
         """Use other's data array itself (Caffe's ShareData); counts must agree."""
         self._data = self._shared(other.data, "data")
+        self._keys_from = other
+
+    @property
+    def record_keys(self):
+        """The database keys (or list lines) of the records in this batch, item by item, when a data
+        layer filled it (also through blobs sharing its data): errors about a value name its record."""
+        return self._keys_from.record_keys if self._keys_from is not None else self._keys
+
+    @record_keys.setter
+    def record_keys(self, keys):
+        self._keys = keys
 
     def share_diff(self, other):
         self._diff = self._shared(other.diff, "diff")

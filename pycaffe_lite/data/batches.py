@@ -30,6 +30,15 @@ from .lmdb_io import LMDBReader
 log = logging.getLogger(__name__)
 
 
+class Batch(tuple):
+    """(data, label) of one batch, with `keys`: the key (or list line) of each of its records."""
+
+    def __new__(cls, arrays, keys=None):
+        batch = super().__new__(cls, arrays)
+        batch.keys = keys
+        return batch
+
+
 _LOCAL = threading.local()
 _INC = 0x5851F42D4C957F2D2545F4914F6CDD1D | 1     # one fixed PCG64 stream (the increment must be odd)
 
@@ -306,8 +315,12 @@ class BatchLoader:
             raise self._wrap(exc, key) from exc
 
     def next_batch(self):
+        """A Batch (data, label) whose `keys` are its records' keys, for errors about its values."""
         many = getattr(self.records, "next_many", None)
         records = many(self.batch_size) if many else [self.records.next() for _ in range(self.batch_size)]
+        return Batch(self._batch(records), [_key_text(key) for key, _ in records])
+
+    def _batch(self, records):
         first = self.count
         self.count += self.batch_size
         label = self.alloc((self.batch_size,), self.dtype) if self.output_labels else None

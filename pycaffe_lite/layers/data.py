@@ -114,12 +114,14 @@ class BasePrefetchingDataLayer(Layer):
         replaced, not written into)."""
         if self._prefetcher is None:
             raise RuntimeError(self.error("is not set up"))
-        data, label = self._prefetcher.get()
+        batch = self._prefetcher.get()
+        data, label = batch
         top[0].reshape(data.shape)
         top[0].set_data(data)
         if self.output_labels:
             top[1].reshape(label.shape)
             top[1].set_data(label)
+            top[1].record_keys = getattr(batch, "keys", None)   # a bad label is named by its record
 
     def backward(self, top, propagate_down, bottom):
         pass

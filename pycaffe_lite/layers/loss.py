@@ -60,8 +60,11 @@ def _labels(layer, label_blob, outer, inner, num_classes, ignore_label):
     valid = labels != ignore_label if ignore_label is not None else xp.ones(labels.shape, dtype=bool)
     bad = valid & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):
-        value = int(labels[bad].reshape(-1)[0])
-        raise ValueError(layer.error(f"got label {value}, outside [0, {num_classes}) "
+        row = int(xp.argmax(bad.any(axis=1)))
+        value = int(labels[row][bad[row]][0])
+        keys = label_blob.record_keys
+        record = f" in record '{keys[row]}' of the batch" if keys is not None and len(keys) == outer else ""
+        raise ValueError(layer.error(f"got label {value}{record}, outside [0, {num_classes}) "
                                      f"(check num_output against the labels)"))
     return xp.where(valid, labels, 0), valid
 

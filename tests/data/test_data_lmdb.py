@@ -210,3 +210,25 @@ def test_ranks_in_other_processes_read_one_database(tmp_path):
 def _read_rank(path, rank):
     with LMDBReader(path, rank=rank, num_ranks=2) as reader:
         return [reader.next()[1] for _ in range(3)]
+
+
+@pytest.mark.parametrize("with_split", [False, True])
+def test_a_label_out_of_the_nets_range_names_its_record(tmp_path, with_split):
+    """Labels are i % 5; with 3 classes the first bad one is record 3's (through a Split too)."""
+    import pycaffe_lite as caffe
+    list_file, _ = write_images(tmp_path, n=6, size=(4, 5), color=False)
+    db = tmp_path / "db"
+    convert_imageset(f"{tmp_path}/", str(list_file), str(db), gray=True)
+    accuracy = 'layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }' if with_split else ""
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(
+        f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ source: "{db}" batch_size: 6 '
+        'backend: LMDB } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }\n'
+        f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}\n{accuracy}\n')
+    net = caffe.Net(str(net_file), caffe.TRAIN)
+    try:
+        with pytest.raises(ValueError, match=r"got label 3 in record '00000003_img/003.png' of the batch"):
+            net.forward()
+    finally:
+        net.close()
