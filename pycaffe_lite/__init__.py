@@ -21,8 +21,9 @@ _startup.quiet_interrupts()   # Ctrl-C while `pycaffe-lite` imports: one line, e
 from . import data as _data_config
 from . import layers as _layer_implementations  # noqa: F401  (importing registers every built-in layer)
 from . import proto  # noqa: F401  (caffe.proto.caffe_pb2)
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
-from .blob import Blob
+from .backend import set_device, set_memory_limit, set_mode_cpu, set_mode_gpu, set_random_seed
+from .blob import Blob, MemoryLimitError
+from .io_utils import FormatError, MissingFileError
 from .layer import Layer, layer_type_list, register
 from .layers.core import before_python_layer_import
 from .net import TEST, TRAIN, Net, allow_python_layers
@@ -156,7 +157,10 @@ __all__ = [
     "Blob",
     "Classifier",
     "Detector",
+    "FormatError",
     "Layer",
+    "MemoryLimitError",
+    "MissingFileError",
     "Net",
     "NetSpec",
     "Timer",
@@ -174,6 +178,7 @@ __all__ = [
     "proto",
     "register",
     "set_device",
+    "set_memory_limit",
     "set_mode_cpu",
     "set_mode_gpu",
     "set_multiprocess",

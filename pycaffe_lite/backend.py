@@ -11,6 +11,7 @@ code on them.  Host copies happen only at the edges: data coming in
 (`copy_into`, the data layers' stager), outputs a user or a log asks for
 (`to_numpy`, `host_dict`) and snapshots (`to_numpy` in the weights writer).
 """
+import os
 import numpy as np
 
 _state = {"mode": "cpu", "device": 0}
@@ -235,3 +236,47 @@ def _seed_device_rng():
 
 def rng():
     return _rng["gen"]
+
+
+# ---------------------------------------------------------------------------
+# memory: how much a net may ask for before its blobs are allocated
+# ---------------------------------------------------------------------------
+_memory = {"limit": None}
+
+
+def set_memory_limit(nbytes):
+    """Refuse nets whose blobs and parameters would take more than `nbytes` (None: the machine's
+    available memory, the default; PYCAFFE_LITE_MEMORY_LIMIT sets it for a process)."""
+    _memory["limit"] = None if nbytes is None else int(nbytes)
+
+
+def _parse_bytes(text):
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1] if text and text[-1] in units else ""
+    return int(float(text[: len(text) - len(unit)]) * units[unit])
+
+
+def available_memory():
+    """Bytes of memory available to this process now (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_limit():
+    """(bytes, where the figure comes from) the blobs of a net may take; (None, ...) when unknown."""
+    if _memory["limit"] is not None:
+        return _memory["limit"], "set by pycaffe_lite.set_memory_limit"
+    setting = os.environ.get("PYCAFFE_LITE_MEMORY_LIMIT")
+    if setting:
+        return _parse_bytes(setting), f"PYCAFFE_LITE_MEMORY_LIMIT={setting}"
+    return available_memory(), "the memory available now"

@@ -9,9 +9,61 @@ Flatten), and `set_data` hands a blob a new array of its own (a data layer's
 fresh batch, as Caffe's set_cpu_data swaps the pointer).  `diff` is allocated on first use, so blobs that never see a
 gradient cost no memory.
 """
+import contextlib
+import math
+import threading
+
 import numpy as np
 
 from . import backend
+from .io_utils import FormatError
+
+_budget = threading.local()     # what the Net being built has allocated, and its limit
+CHECKED_FROM = 1 << 20          # outside a Net, allocations from 1 MiB up are checked one by one
+
+
+class MemoryLimitError(FormatError, MemoryError):
+    """Blobs whose shapes ask for more memory than the limit: refused before anything is allocated."""
+
+
+def _gib(nbytes):
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit} ({nbytes} bytes)"
+    return f"{nbytes} bytes"
+
+
+@contextlib.contextmanager
+def allocation_budget():
+    """While a Net is built: the bytes of every blob it allocates add up, and a blob that would take the
+    total past backend.memory_limit() is refused before its allocation."""
+    limit, source = backend.memory_limit()
+    previous = getattr(_budget, "state", None)
+    _budget.state = [0, limit, source]
+    try:
+        yield _budget.state
+    finally:
+        _budget.state = previous
+
+
+def _charge(shape, dtype, xp):
+    """Refuse an allocation of `shape` that passes the limit (NumPy arrays only: device memory is
+    CuPy's to refuse)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    state = getattr(_budget, "state", None)
+    if xp is not np or (state is None and nbytes < CHECKED_FROM):
+        return
+    if state is None:
+        used, (limit, source) = 0, backend.memory_limit()
+    else:
+        used, limit, source = state
+    if limit is not None and used + nbytes > limit:
+        already = f", with {_gib(used)} already allocated for this net," if used >= CHECKED_FROM else ""
+        raise MemoryLimitError(f"a blob of shape {shape} ({np.dtype(dtype).name}) needs {_gib(nbytes)}{already} "
+                               f"more than the limit of {_gib(limit)} ({source}; set PYCAFFE_LITE_MEMORY_LIMIT "
+                               "or pycaffe_lite.set_memory_limit to change it)")
+    if state is not None:
+        state[0] += nbytes
 
 
 class Blob:
@@ -35,11 +87,12 @@ class Blob:
             raise ValueError(f"Blob shape {shape} has a negative dimension")
         if shape == self._shape:
             return
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if self._data is not None and self._data.size == count:
             self._data = self._data.reshape(shape)
             self._diff = None if self._diff is None else self._diff.reshape(shape)
         else:
+            _charge(shape, self.dtype, self._xp)
             self._data = self._xp.zeros(shape, self.dtype)
             self._diff = None
         self._shape = shape

@@ -14,14 +14,14 @@ import os
 import numpy as np
 
 from . import backend
-from .blob import Blob
-from .io_utils import write_bytes_atomic
+from .blob import Blob, MemoryLimitError, allocation_budget
+from .io_utils import FormatError, write_bytes_atomic
 from .kernels.quantize import FixedPoint
 from .layer import create_layer
 from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
 from .proto.blobs import array_to_blob_proto, blob_proto_shape, blob_proto_to_array, blob_shape_matches
-from .proto.files import read_net_param, read_weights, upgraded_net
+from .proto.files import check_finite, read_net_param, read_weights, upgraded_net
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -143,6 +143,7 @@ class Net(NetHelpersMixin):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(model)
             upgraded_net(param, "<NetParameter>")
+            check_finite(param)
             self.source = "<NetParameter>"
         else:
             param = read_net_param(os.fspath(model))
@@ -181,8 +182,9 @@ class Net(NetHelpersMixin):
         # pycaffe's before_forward / after_forward / before_backward / after_backward: f(layer index)
         self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
         available = set()
-        for layer_param in self.param.layer:
-            self._append_layer(layer_param, available)
+        with allocation_budget():      # every blob and parameter counted before it is allocated
+            for layer_param in self.param.layer:
+                self._append_layer(layer_param, available)
         if any(layer_param.blobs for layer_param in self.param.layer):
             self.copy_from(self.param)       # weights written in the prototxt (Caffe's Layer constructor)
         self._prune_backward(self.param.force_backward)
@@ -244,11 +246,12 @@ class Net(NetHelpersMixin):
             top.append(blob)
         try:
             layer.SetUp(bottom, top)
-        except (ValueError, IndexError, KeyError, TypeError) as exc:
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError, ZeroDivisionError) as exc:
             message = str(exc)
             if f"'{name}'" not in message:
                 message = f"layer '{name}' (type {layer_param.type}): {message}"
-            raise ValueError(message) from exc
+            error = MemoryLimitError if isinstance(exc, MemoryLimitError) else FormatError
+            raise error(message, self.source, getattr(exc, "line", None), name) from exc
         log.debug("Setting up %s", name)
         for blob in top:
             log.debug("Top shape: %s", blob.shape_string())

@@ -26,6 +26,7 @@ import numpy as np
 from ..proto import caffe_pb2
 from .datum import DataError, _key_text, datum_to_array, parse_datum, read_image
 from .lmdb_io import LMDBReader
+from ..io_utils import FormatError, read_file
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +146,9 @@ def list_file_lines(path):
     """The lines of a Caffe list file as std::getline reads them, a trailing '\r' dropped."""
     path = os.fspath(path)
     try:
-        with open(path, newline="") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise DataError(f"cannot read list file '{path}': {exc.strerror}", path) from None
+        text = read_file(path, binary=False, what="list file")
+    except FormatError as exc:
+        raise DataError(f"cannot read list file '{path}': {exc}", path) from None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()                 # a final newline ends the last line; it does not start another

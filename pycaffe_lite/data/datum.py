@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..io_utils import FormatError, read_file
 from ..proto import caffe_pb2
 
 # Ceiling on what a single record may claim (channels * height * width), so a
@@ -21,11 +22,12 @@ from ..proto import caffe_pb2
 MAX_DATUM_VALUES = 1 << 28
 
 
-class DataError(RuntimeError):
-    """A data source failed: names the database (or list file) and the record key."""
+class DataError(FormatError, RuntimeError):
+    """A data source failed: names the database (or list file) and the record key (a FormatError
+    whose `file` is the source and `record` the key; a RuntimeError as it always was)."""
 
     def __init__(self, message, source=None, key=None):
-        super().__init__(message)
+        super().__init__(message, source, None, key)
         self.source = source
         self.key = key
 
@@ -222,17 +224,13 @@ def blob_proto_array(proto):
 def load_mean_file(path):
     """A Caffe mean file (.binaryproto, BlobProto 1xCxHxW) as a float32 CHW array."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            payload = handle.read()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read mean file '{path}': {exc.strerror}") from None
+    payload = read_file(path, what="mean file")
     proto = caffe_pb2.BlobProto()
     try:
         proto.ParseFromString(payload)
         array = blob_proto_array(proto)
     except Exception as exc:
-        raise ValueError(f"mean file '{path}' is not a BlobProto: {exc}") from exc
+        raise FormatError(f"mean file '{path}' is not a BlobProto: {exc}", path) from exc
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:

@@ -34,7 +34,7 @@ from ..data.batches import BatchLoader, ImageList, LMDBRecords, item_rng
 from ..data.datum import DataError
 from ..data.lmdb_io import check_lmdb_path
 from ..data.prefetch import Prefetcher, stager_for
-from ..io_utils import open_fresh
+from ..io_utils import FormatError, open_fresh, read_file
 from ..data.transformer import DataTransformer
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -359,10 +359,9 @@ class HDF5DataLayer(Layer):
             raise ValueError(self.error("needs hdf5_data_param.batch_size > 0"))
         self.h5py = _h5py(self)
         try:
-            with open(hp.source) as handle:
-                lines = handle.read().split("\n")
-        except OSError as exc:
-            raise DataError(self.error(f"cannot read source list '{hp.source}': {exc.strerror}"), hp.source) from None
+            lines = read_file(hp.source, binary=False, what="HDF5 source list").split("\n")
+        except (OSError, FormatError) as exc:
+            raise DataError(self.error(f"cannot read source list '{hp.source}': {getattr(exc, 'strerror', None) or exc}"), hp.source) from None
         # Every whitespace-separated token names a file (Caffe's `source_file >> name`); keep its line.
         listed = [(name, number) for number, line in enumerate(lines, 1) for name in _C_SPACES.split(line) if name]
         self.files = [name for name, _ in listed]

@@ -12,6 +12,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..layer import Layer, LossLayer, register
 from ..proto import caffe_pb2
+from ..proto.files import read_binary_proto
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 LOG_THRESHOLD = 1e-20   # Caffe's kLOG_THRESHOLD
@@ -328,9 +329,7 @@ class HingeLossLayer(_ScalarLoss):
 # ---------------------------------------------------------------------------
 def read_blob_proto(path):
     """A BlobProto (.binaryproto) as a float64 NumPy array of its shape."""
-    blob = caffe_pb2.BlobProto()
-    with open(path, "rb") as f:
-        blob.ParseFromString(f.read())
+    blob = read_binary_proto(path, caffe_pb2.BlobProto(), "BlobProto (.binaryproto)")
     values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, dtype=np.float64)
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)

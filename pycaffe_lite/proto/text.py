@@ -14,7 +14,7 @@ import struct
 
 from google.protobuf import descriptor, text_encoding, text_format
 
-from ..io_utils import atomic_write
+from ..io_utils import FormatError, atomic_write, decode_utf8
 
 _FD = descriptor.FieldDescriptor
 
@@ -105,10 +105,14 @@ def write_text(path, message, header=None):
 
 
 def parse_text(text, message, source="<string>"):
-    """Merge prototxt `text` into `message`; errors name the source and line."""
+    """Merge prototxt `text` into `message`; errors (FormatError) name the source and line."""
+    if isinstance(text, (bytes, bytearray)):
+        text = decode_utf8(bytes(text), source)
     try:
         text_format.Merge(text, message)
     except text_format.ParseError as exc:
-        raise ValueError(f"{source}:{exc}") from None
+        raise FormatError(f"{source}:{exc}", source, exc.GetLine()) from None
+    except (ValueError, RecursionError) as exc:   # protobuf's own checks that are not ParseErrors
+        raise FormatError(f"{source}: {exc}", source) from None
     return message
 

@@ -38,7 +38,7 @@ from .. import backend
 from .. import data as data_config
 from ..backend import get_array_module
 from ..net import TEST, TRAIN, Net
-from ..proto.files import read_net_param, read_solver_param
+from ..proto.files import check_finite, read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..proto.upgrade import upgrade_snapshot_prefix
 from ..kernels import updates
@@ -96,6 +96,7 @@ def _as_solver_param(solver):
         param.CopyFrom(solver)
         from ..proto.upgrade import upgrade_solver
         upgrade_solver(param)
+        check_finite(param, "<SolverParameter>")
         return param
     return read_solver_file(solver)
 
