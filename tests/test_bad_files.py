@@ -135,12 +135,12 @@ def test_a_pipe_is_read_up_to_the_stream_limit(tmp_path, monkeypatch):
     import threading
 
     def feed():
-        with open(fifo, "wb") as out:
-            try:
+        try:
+            with open(fifo, "wb", buffering=0) as out:
                 for _ in range(64):
                     out.write(b"#" * 4096)
-            except BrokenPipeError:
-                pass
+        except BrokenPipeError:
+            pass   # the reader stopped at the limit
     writer = threading.Thread(target=feed)
     writer.start()
     with pytest.raises(caffe.FormatError, match="more than 65536 bytes from a stream"):
