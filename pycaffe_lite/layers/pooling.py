@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module, reused
+from ..geometry import pool_spatial
 from ..kernels import pooling as pooling_kernels
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -316,43 +317,6 @@ def _needs_4d(layer, blob):
                                      f"got shape {blob.shape}"))
 
 
-def pooling_geometry(p, error):
-    """(kernel or None for global, stride, pad) as (h, w) pairs from a PoolingParameter.
-
-    Raises ValueError(error(message)) on Caffe's invalid combinations.
-    """
-    has = p.HasField
-    if p.global_pooling:
-        if has("kernel_size") or has("kernel_h") or has("kernel_w"):
-            raise ValueError(error("with global_pooling: true the kernel size cannot be specified"))
-        kernel = None
-    else:
-        if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
-            raise ValueError(error("needs kernel_size OR kernel_h and kernel_w (not both); "
-                                   "non-square kernels need both kernel_h and kernel_w"))
-        kernel = (p.kernel_size, p.kernel_size) if has("kernel_size") else (p.kernel_h, p.kernel_w)
-        if min(kernel) <= 0:
-            raise ValueError(error(f"needs a kernel size > 0, got {kernel[0]} x {kernel[1]}"))
-    if not ((not has("pad") and has("pad_h") and has("pad_w")) or (not has("pad_h") and not has("pad_w"))):
-        raise ValueError(error("needs pad OR pad_h and pad_w"))
-    if not ((not has("stride") and has("stride_h") and has("stride_w"))
-            or (not has("stride_h") and not has("stride_w"))):
-        raise ValueError(error("needs stride OR stride_h and stride_w"))
-    pad = (p.pad_h, p.pad_w) if has("pad_h") else (p.pad, p.pad)
-    stride = (p.stride_h, p.stride_w) if has("stride_h") else (p.stride, p.stride)
-    if min(stride) <= 0:
-        raise ValueError(error(f"needs a stride > 0, got {stride[0]} x {stride[1]}"))
-    if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
-        raise ValueError(error(f"with global_pooling: true only pad = 0 and stride = 1 are allowed, "
-                               f"got pad {pad} and stride {stride}"))
-    if pad != (0, 0):
-        if p.pool not in (PP.AVE, PP.MAX):
-            raise ValueError(error("implements padding only for AVE and MAX pooling"))
-        if kernel is not None and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
-            raise ValueError(error(f"needs pad < kernel, got pad {pad} and kernel {kernel}"))
-    return kernel, stride, pad
-
-
 @register("Pooling", v1="POOLING")
 class PoolingLayer(Layer):
     """MAX, AVE or STOCHASTIC pooling over (N, C, H, W) -> (N, C, Ho, Wo).
@@ -374,7 +338,7 @@ class PoolingLayer(Layer):
         self.pool = p.pool
         self.round_mode = p.round_mode
         self.global_pooling = p.global_pooling
-        self.kernel, self.stride, self.pad = pooling_geometry(p, self.error)
+        self.kernel, self.stride, self.pad = pool_spatial(self.layer_param, self.error)
         self.argk = None     # where each maximum (or sample) came from, for backward
         if len(top) > 1 and self.pool != PP.MAX:
             raise ValueError(self.error("has a mask top only with MAX pooling; "
