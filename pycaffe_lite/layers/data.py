@@ -361,7 +361,8 @@ class HDF5DataLayer(Layer):
         try:
             lines = read_file(hp.source, binary=False, what="HDF5 source list").split("\n")
         except (OSError, FormatError) as exc:
-            raise DataError(self.error(f"cannot read source list '{hp.source}': {getattr(exc, 'strerror', None) or exc}"), hp.source) from None
+            reason = getattr(exc, "strerror", None) or exc
+            raise DataError(self.error(f"cannot read source list '{hp.source}': {reason}"), hp.source) from None
         # Every whitespace-separated token names a file (Caffe's `source_file >> name`); keep its line.
         listed = [(name, number) for number, line in enumerate(lines, 1) for name in _C_SPACES.split(line) if name]
         self.files = [name for name, _ in listed]
