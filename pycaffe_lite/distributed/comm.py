@@ -184,9 +184,9 @@ class MPIComm(Communicator):
                 self.check_peers(what)
                 next_check = now + 0.05
                 if now - start > self.timeout:
-                    raise CommError(f"rank {self.rank}: no progress for {self.timeout:g} s in {what}; a rank on "
-                                    f"another host ({self.remote_ranks() or 'none'}) is lost or stuck "
-                                    "(comm_timeout in the solver sets this limit)")
+                    raise CommError(f"rank {self.rank}: no progress for {self.timeout:g} s in {what}; a rank "
+                                    f"is stuck, or lost on another host (ranks elsewhere: "
+                                    f"{self.remote_ranks() or 'none'}); comm_timeout in the solver sets this limit")
             # spin briefly, then yield the core to the process computing beside this one
             pause = min(pause + 2e-5, 5e-4) if now - start > 2e-3 else 0.0
             time.sleep(pause)

@@ -162,7 +162,29 @@ def check_weights_sync(comm, work):
     return {"error": None, "iter": solver.iter}
 
 
-CHECKS = {"weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api,
+def check_timeout(comm, work):
+    """A rank that stops answering (alive, but 2.5 s late) ends the others' wait after comm_timeout."""
+    import time
+
+    import numpy as np
+
+    from pycaffe_lite.distributed import CommError
+    late = MPIComm(comm.comm.Dup(), timeout=1.0)
+    values = np.ones(4)
+    if comm.rank == 1:
+        time.sleep(2.5)
+    request = late.iallreduce(values)
+    error = None
+    try:
+        late.wait([request], "the late allreduce")
+    except CommError as exc:
+        error = str(exc)
+    late.timeout = 300.0
+    late.wait([request], "the late allreduce")     # the late rank comes: the collective completes
+    return {"error": error, "sum": values.tolist()}
+
+
+CHECKS = {"timeout": check_timeout, "weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api,
           "test_split": check_test_split, "mismatch": check_mismatch, "no_communicator": check_no_communicator}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(h.mpi_unavailable() is not None, reason=str(h.mpi_unavailable()))
 
-CHECKS = ["equivalence", "pycaffe_api", "test_split", "mismatch", "no_communicator", "weights_sync"]
+CHECKS = ["equivalence", "pycaffe_api", "test_split", "mismatch", "no_communicator", "weights_sync", "timeout"]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,9 @@ def test_weights_that_drift_apart_are_caught_naming_the_rank(results):
     for r in [results["weights_sync"]["rank0"]] + results["weights_sync"]["rank1"]:
         assert r["iter"] == 2                 # the check at the start of iteration 2
         assert r["error"].startswith("iteration 2: the weights of rank(s) 1 differ from rank 0's")
+
+
+def test_a_rank_that_stops_answering_ends_the_wait_after_comm_timeout(results):
+    r = results["timeout"]["rank0"]
+    assert r["error"].startswith("rank 0: no progress for 1 s in the late allreduce; a rank is stuck")
+    assert r["sum"] == [2.0] * 4 and results["timeout"]["rank1"][0]["sum"] == [2.0] * 4
