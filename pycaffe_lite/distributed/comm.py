@@ -18,6 +18,7 @@ once; a peer on another host that stops answering ends the wait after `timeout` 
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -153,9 +154,15 @@ class MPIComm(Communicator):
 
     def _watch(self, interval=0.02):
         """End this rank, naming the lost one, as soon as a peer on this host is gone: MPI itself
-        would end it soon after (the launcher's clean-up, or its progress engine) without a word."""
+        would end it soon after (the launcher's clean-up, or its progress engine) without a word.
+        Linux wakes the watch the moment a peer exits (pidfd); elsewhere it polls."""
+        pidfds = _pidfds([pid for r, (h, pid) in enumerate(self.peers)
+                          if r != self.rank and h == socket.gethostname()])
         while True:
-            time.sleep(interval)
+            if pidfds:
+                select.select(pidfds, [], [], 1.0)
+            else:
+                time.sleep(interval)
             try:
                 self.check_peers("training")
             except RankLost as exc:
@@ -208,6 +215,14 @@ class MPIComm(Communicator):
             self.comm.Abort(code)
         finally:
             os._exit(code)
+
+
+def _pidfds(pids):
+    """File descriptors that become readable when each process exits ([] where unsupported)."""
+    try:
+        return [os.pidfd_open(pid) for pid in pids]
+    except (AttributeError, OSError):
+        return []
 
 
 def process_alive(pid):

@@ -184,7 +184,8 @@ def check_timeout(comm, work):
     return {"error": error, "sum": values.tolist()}
 
 
-CHECKS = {"timeout": check_timeout, "weights_sync": check_weights_sync, "equivalence": check_equivalence, "pycaffe_api": check_pycaffe_api,
+CHECKS = {"timeout": check_timeout, "weights_sync": check_weights_sync, "equivalence": check_equivalence,
+          "pycaffe_api": check_pycaffe_api,
           "test_split": check_test_split, "mismatch": check_mismatch, "no_communicator": check_no_communicator}
 
 
