@@ -152,6 +152,13 @@ class Layer:
     def is_loss(self):
         return False
 
+    def after_update(self):
+        """Called for every layer after each solver update (and net.update()): a layer whose
+        parameters must stay in a format or range restores them here.  The default rounds
+        them into the layer's fixed-point format, if any (so the update itself is rounded);
+        binary layers also clip their latent weights to [-1, 1].  Caffe has no such hook."""
+        self.trim_fixed_point_params()
+
     # ---- what the Net calls ---------------------------------------------
     def SetUp(self, bottom, top):
         self.check_blob_counts(bottom, top)

@@ -431,6 +431,12 @@ class Net(NetHelpersMixin):
     def update(self):
         for blob in self.learnable_params:
             blob.data -= blob.diff
+        self.after_update()
+
+    def after_update(self):
+        """Each layer's after_update hook, in layer order (the solver calls it after every update)."""
+        for layer in self.layers:
+            layer.after_update()
 
     def close(self):
         """Stop background work (data prefetch threads) of every layer."""

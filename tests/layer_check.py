@@ -79,13 +79,30 @@ def forward(text, bottoms, num_tops=1, **kw):
     return [backend.to_numpy(t.data).copy() for t in top]
 
 
+def numerical_gradient(objective, blob, eps=1e-6):
+    """Central differences of objective() with respect to each value of blob.data."""
+    numeric = np.zeros(blob.data.shape)
+    flat = blob.data.reshape(-1)
+    for k in range(flat.size):
+        saved = flat[k]
+        flat[k] = saved + eps
+        plus = objective()
+        flat[k] = saved - eps
+        minus = objective()
+        flat[k] = saved
+        numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 def check_gradient(text, bottoms, num_tops=1, check_bottoms=None, eps=1e-6, rtol=1e-5, atol=1e-8,
-                   phase=caffe_pb2.TRAIN, seed=0, top_weights=None, setup_fn=None, xp=np):
+                   phase=caffe_pb2.TRAIN, seed=0, top_weights=None, setup_fn=None, xp=np, check_params=None):
     """Assert that the layer's backward matches numerical gradients; returns the layer.
 
     check_bottoms: indices of bottoms to differentiate (default: all float bottoms).
     top_weights: which tops enter the objective (default: all).
     setup_fn(layer): hook to fix state (e.g. a dropout mask) before checking.
+    check_params: indices of parameter blobs to check (default: all); a straight-through
+    estimator's parameter gradient is not the numerical one (tests/layers/test_binary.py).
     """
     rng = np.random.default_rng(seed)
     layer, bottom, top = build(text, bottoms, num_tops, phase=phase, xp=xp)
@@ -108,20 +125,12 @@ def check_gradient(text, bottoms, num_tops=1, check_bottoms=None, eps=1e-6, rtol
         p.diff[...] = 0
     propagate = [i in check_bottoms for i in range(len(bottom))]
     layer.backward(top, propagate, bottom)
-    analytic = [backend.to_numpy(b.diff).copy() for b in [bottom[i] for i in check_bottoms] + list(layer.blobs)]
-    targets = [bottom[i] for i in check_bottoms] + list(layer.blobs)
-    names = [f"bottom[{i}]" for i in check_bottoms] + [f"param[{j}]" for j in range(len(layer.blobs))]
+    params = range(len(layer.blobs)) if check_params is None else check_params
+    targets = [bottom[i] for i in check_bottoms] + [layer.blobs[j] for j in params]
+    analytic = [backend.to_numpy(b.diff).copy() for b in targets]
+    names = [f"bottom[{i}]" for i in check_bottoms] + [f"param[{j}]" for j in params]
     for blob, grad, name in zip(targets, analytic, names):
-        numeric = np.zeros_like(grad)
-        flat = blob.data.reshape(-1)
-        for k in range(flat.size):
-            saved = flat[k]
-            flat[k] = saved + eps
-            plus = objective()
-            flat[k] = saved - eps
-            minus = objective()
-            flat[k] = saved
-            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+        numeric = numerical_gradient(objective, blob, eps)
         scale = max(1.0, float(np.abs(numeric).max()))
         np.testing.assert_allclose(grad, numeric, rtol=rtol, atol=atol * scale + rtol * scale,
                                    err_msg=f"{layer.type} gradient of {name}")

@@ -7,7 +7,8 @@ names that version for every kernel, and the tests compare the two.  `HAVE_NUMBA
 cannot be imported, or when PYCAFFE_LITE_NO_NUMBA=1, and the callers then use the array versions
 everywhere.  Modules: conv (im2col, col2im, depthwise, Winograd transforms; winograd_codelets is
 generated), pooling (max pooling), lrn (LRN's channel window sums), elementwise (per-channel
-affine / normalize, ReLU), updates (the fused SGD step, the finiteness check).
+affine / normalize, ReLU), updates (the fused SGD step, the finiteness check), xnor (bit packing
+and the XNOR / AND popcount GEMMs of binary nets).
 """
 import importlib
 import os
@@ -57,6 +58,8 @@ REFERENCES = {
     "elementwise._relu": "pycaffe_lite.kernels.elementwise:relu_array",
     "updates.sgd_step": "pycaffe_lite.solvers.solver:Solver.update_param",      # Caffe's step-by-step update
     "updates.all_finite": "numpy:isfinite",
+    "xnor._xnor_gemm": "pycaffe_lite.kernels.xnor:xnor_gemm_reference",
+    "xnor._and_gemm": "pycaffe_lite.kernels.xnor:and_gemm_reference",
 }
 
 

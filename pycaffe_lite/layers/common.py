@@ -98,26 +98,46 @@ class InnerProductLayer(Layer):
         self.M = count(shape, 0, self.axis)
         top[0].reshape(shape[:self.axis] + (self.num_output,))
 
+    # Hooks a subclass overrides to multiply other values through the same code (the binary
+    # layers: sign(x), sign(W), the bias added after their scale).
+    def product_input(self, blob):
+        """The bottom's values as the product reads them."""
+        return blob.data
+
+    def product_weights(self):
+        """W as forward multiplies by it."""
+        return self.param_arrays()[0]
+
+    def backward_product_weights(self):
+        """W as the top diff is propagated through to the bottom."""
+        return self.product_weights()
+
+    def product_bias(self):
+        return self.param_arrays()[1] if self.bias_term else None
+
+    def add_weight_diff(self, dw):
+        self.blobs[0].diff += dw
+
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
-        x = bottom[0].data.reshape(self.M, self.K)
-        params = self.param_arrays()
-        w = params[0]
+        x = self.product_input(bottom[0]).reshape(self.M, self.K)
+        w = self.product_weights()
         y = top[0].data.reshape(self.M, self.num_output)
         xp.matmul(x, w if self.transpose else w.T, out=y)
-        if self.bias_term:
-            y += params[1]
+        bias = self.product_bias()
+        if bias is not None:
+            y += bias
 
     def backward(self, top, propagate_down, bottom):
         xp = get_array_module(top[0].diff)
         g = top[0].diff.reshape(self.M, self.num_output)
-        x = bottom[0].data.reshape(self.M, self.K)
         if param_wanted(self, 0):
-            self.blobs[0].diff += (x.T @ g) if self.transpose else (g.T @ x)
+            x = self.product_input(bottom[0]).reshape(self.M, self.K)
+            self.add_weight_diff((x.T @ g) if self.transpose else (g.T @ x))
         if self.bias_term and param_wanted(self, 1):
             self.blobs[1].diff += g.sum(axis=0)
         if propagate_down[0]:
-            w = self.param_arrays()[0]
+            w = self.backward_product_weights()
             xp.matmul(g, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.M, self.K))
 
 

@@ -226,21 +226,38 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def conv_shapes(self):
         return self._in4(), (self.num_output, self.channels // self.geom.group) + self.geom.kernel
 
+    # Hooks a subclass overrides to convolve other values through the same code (the binary
+    # layers: sign(x), sign(W), the bias added after their scale).
+    def conv_input(self, i, blob):
+        """Bottom i's values as the engine convolves them."""
+        return blob.data
+
+    def conv_bias(self):
+        """The bias the engine adds (None: none)."""
+        return self.param_arrays()[1] if self.bias_term else None
+
+    def backward_w4(self):
+        """The weights backward propagates the top diff through (to the bottom)."""
+        return self.w4()
+
+    def add_weight_diff(self, dw):
+        """Accumulate the engine's weight gradient into the weight blob's diff."""
+        self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
+
     def forward(self, bottom, top):
         self.choose_engine()
         w = self.w4()
-        b = self.param_arrays()[1] if self.bias_term else None
+        b = self.conv_bias()
         for i, (x, y) in enumerate(zip(bottom, top)):
             out = _view(y.data, self._out4())
-            result = self.engine.forward(x.data.reshape(self._in4()), w, b, self.geom, out=out,
-                                         ctx=self._ctx[i])
+            result = self.engine.forward(self.conv_input(i, x).reshape(self._in4()), w, b, self.geom,
+                                         out=out, ctx=self._ctx[i])
             if out is None:
                 y.data = result.reshape(y.shape)
 
     def backward(self, top, propagate_down, bottom):
         self.choose_engine()
-        weight = self.blobs[0]
-        w = self.w4()
+        w = self.backward_w4()
         need_dw = self.learns(0)
         need_db = self.bias_term and self.learns(1)
         for i, (y, down, x) in enumerate(zip(top, propagate_down, bottom)):
@@ -250,11 +267,11 @@ class ConvolutionLayer(BaseConvolutionLayer):
             if not (down or need_dw):
                 continue
             dx_out = _view(x.diff, self._in4()) if down else None
-            dx, dw = self.engine.backward(x.data.reshape(self._in4()), w, dy, self.geom,
-                                          need_dx=bool(down), need_dw=need_dw, dx_out=dx_out,
-                                          ctx=self._ctx[i])
+            dx, dw = self.engine.backward(self.conv_input(i, x).reshape(self._in4()), w, dy,
+                                          self.geom, need_dx=bool(down), need_dw=need_dw,
+                                          dx_out=dx_out, ctx=self._ctx[i])
             if need_dw:
-                weight.diff += dw.reshape(weight.shape)
+                self.add_weight_diff(dw)
             if down and dx_out is None:
                 x.diff = dx.reshape(x.shape)
 

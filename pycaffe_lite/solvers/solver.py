@@ -13,7 +13,8 @@ One iteration is Caffe's Solver::Step body, in its order:
                                     compute_update_value (the solver type's rule),
                                     data -= diff (net.update(), in place)
                      (SGD on NumPy arrays does the four in one fused pass, kernels/updates.py)
-                     layers in fixed point round their parameters (so the update)
+                     every layer's after_update(): layers in fixed point round their
+                     parameters (so the update), binary layers clip their latent weights
     iter += 1, snapshot every `snapshot` iterations or when a signal asks
 
 A solver type (sgd.py, adaptive.py) overrides `compute_update_value` and, when
@@ -502,8 +503,7 @@ class Solver:
         self.clip_gradients()
         for i in range(len(self.params)):
             self.update_param(i, rate)
-        for layer in self.net.layers:     # training in fixed point: the update is rounded too
-            layer.trim_fixed_point_params()
+        self.net.after_update()
 
     def update_param(self, i, rate):
         """Caffe's per-parameter sequence, then net.update()'s data -= diff for this parameter."""
