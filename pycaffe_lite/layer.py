@@ -159,6 +159,10 @@ class Layer:
         binary layers also clip their latent weights to [-1, 1].  Caffe has no such hook."""
         self.trim_fixed_point_params()
 
+    def packed_param(self, i):
+        """(positive bits, scale or None, scale axis) when parameter blob i may be stored as
+        sign bits in a packed weights file (Net.save(path, packed=True)); None: as floats."""
+
     # ---- what the Net calls ---------------------------------------------
     def SetUp(self, bottom, top):
         self.check_blob_counts(bottom, top)

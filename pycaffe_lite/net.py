@@ -20,7 +20,13 @@ from .kernels.quantize import FixedPoint
 from .layer import create_layer
 from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
-from .proto.blobs import array_to_blob_proto, blob_proto_shape, blob_proto_to_array, blob_shape_matches
+from .proto.blobs import (
+    array_to_blob_proto,
+    blob_proto_shape,
+    blob_proto_to_array,
+    blob_shape_matches,
+    signs_to_blob_proto,
+)
 from .proto.files import check_finite, read_net_param, read_weights, upgraded_net
 
 log = logging.getLogger("pycaffe_lite")
@@ -518,20 +524,25 @@ class Net(NetHelpersMixin):
 
     share_with = share_trained_layers
 
-    def to_proto(self, write_diff=False):
+    def to_proto(self, write_diff=False, packed=False):
+        """The net's NetParameter with its weights; `packed`: the blobs a layer offers as sign bits
+        (Layer.packed_param: binary layers' weights) are written packed, 32x smaller."""
         param = caffe_pb2.NetParameter()
         param.name = self.name
         for layer in self.layers:
             entry = param.layer.add()
             entry.CopyFrom(layer.layer_param)
             del entry.blobs[:]
-            for blob in layer.blobs:
-                entry.blobs.add().CopyFrom(array_to_blob_proto(blob.data, blob.diff if write_diff else None))
+            for i, blob in enumerate(layer.blobs):
+                signs = layer.packed_param(i) if packed else None
+                proto = (signs_to_blob_proto(*signs) if signs is not None
+                         else array_to_blob_proto(blob.data, blob.diff if write_diff else None))
+                entry.blobs.add().CopyFrom(proto)
         return param
 
-    def save(self, path):
-        """Write the weights as a binary .caffemodel (atomically)."""
-        write_bytes_atomic(path, self.to_proto().SerializeToString())
+    def save(self, path, packed=False):
+        """Write the weights as a binary .caffemodel (atomically); `packed` as in to_proto."""
+        write_bytes_atomic(path, self.to_proto(packed=packed).SerializeToString())
 
 
 def _positional_weights_phase(args, weights, phase):

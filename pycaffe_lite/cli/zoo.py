@@ -3,6 +3,7 @@
     pycaffe-lite zoo list | info NAME | fetch NAME [--from FILE_OR_URL]
     pycaffe-lite surgery --model M --weights a.caffemodel[,b] --out W [--freeze ...] ...
     pycaffe-lite convert IN OUT [--model M]          (.caffemodel <-> .npz)
+    pycaffe-lite convert IN OUT --binary --model M  (binary layers' weights as sign bits)
     pycaffe-lite export_onnx --model M --weights W --out model.onnx
     pycaffe-lite extract_features --model M --weights W --blobs fc7,pool5 --out f.npz --iterations N
     pycaffe-lite upgrade_net_proto_text IN OUT   (and upgrade_net_proto_binary, upgrade_solver_proto_text)
@@ -127,11 +128,11 @@ def cmd_zoo_fetch(args):
 
 # ---------------------------------------------------------------------------- surgery
 def cmd_surgery(args):
-    from ..zoo import surgery
-    from ..zoo.convert import arrays_to_weights, weights_to_arrays
+    from ..io_utils import write_bytes_atomic
     from ..proto.files import read_net_param
     from ..proto.text import to_text
-    from ..io_utils import write_bytes_atomic
+    from ..zoo import surgery
+    from ..zoo.convert import arrays_to_weights, weights_to_arrays
 
     # Every argument is checked before anything is read or written: a failed command writes nothing.
     weights = _split(args.weights)
@@ -251,8 +252,26 @@ def cmd_convert(args):
         save_onnx(_net(args.model, args.input), args.output)
         print(f"wrote {args.output}")
         return 0
+    if args.binary:
+        return _convert_binary(args)
     convert(args.input, args.output, model=args.model)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _convert_binary(args):
+    """.caffemodel -> .caffemodel with the binary layers' weights as sign bits (32x smaller)."""
+    from ..zoo.convert import save_packed
+    if not args.model:
+        raise ValueError("convert --binary needs the net: --model deploy.prototxt")
+    report = save_packed(_net(args.model, args.input), args.output)
+    if not report:
+        raise ValueError(f"convert --binary: {args.model} has no binary layer (BinaryConvolution, "
+                         "BinaryInnerProduct) whose weights could be packed")
+    for name, floats, packed in report:
+        print(f"{name}: {floats} bytes as float32 -> {packed} bytes packed ({floats / packed:.1f}x)")
+    total_f, total_p = sum(r[1] for r in report), sum(r[2] for r in report)
+    print(f"wrote {args.output}: binary weights {total_f} -> {total_p} bytes ({total_f / total_p:.1f}x)")
     return 0
 
 
@@ -347,7 +366,10 @@ def register(subparsers):
     c.add_argument("input")
     c.add_argument("output")
     c.add_argument("--model", help="with .npz -> .caffemodel: the prototxt whose layer definitions to write; "
-                   "with .onnx: the deploy net")
+                   "with .onnx or --binary: the deploy net")
+    c.add_argument("--binary", action="store_true",
+                   help=".caffemodel -> .caffemodel with the binary layers' weights as sign bits (32x smaller; "
+                   "our BlobProto packed_signs field), loadable by our Net for packed inference")
     c.set_defaults(func=cmd_convert)
 
     o = subparsers.add_parser("export_onnx", help="export a deploy net and its weights to ONNX")

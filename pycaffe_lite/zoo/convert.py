@@ -218,6 +218,21 @@ def convert(in_path, out_path, model=None):
                      "a .caffemodel (or OUT.onnx with --model)")
 
 
+# ---------------------------------------------------------------------------- packed binary weights
+def save_packed(net, out_path):
+    """Write `net`'s weights with its binary layers' weights as sign bits (Net.save(packed=True));
+    returns [(layer, float32 bytes, packed bytes)] for the blobs written packed."""
+    net.save(out_path, packed=True)
+    written = read_weights(os.fspath(out_path))
+    report = []
+    for layer in written.layer:
+        for blob in layer.blobs:
+            if blob.HasField("packed_signs"):
+                count = int(np.prod(blob.shape.dim))
+                report.append((layer.name, 4 * count, len(blob.packed_signs) + 4 * len(blob.packed_scale)))
+    return report
+
+
 # ---------------------------------------------------------------------------- Caffe's upgrade tools
 def upgrade_net_proto_text(in_path, out_path):
     """Caffe's tools/upgrade_net_proto_text: read, upgrade, write text. Returns whether it changed."""
