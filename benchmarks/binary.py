@@ -24,22 +24,22 @@ import sys
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _user_blas  # noqa: E402  (re-executes without the OpenBLAS pin, before NumPy loads)
+import _user_blas
 
 _user_blas.user_blas()
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pycaffe_lite.conv import ConvGeometry, get_engine  # noqa: E402
-from pycaffe_lite.conv import binary as packed  # noqa: E402
-from pycaffe_lite.conv.im2col import im2col  # noqa: E402
-from pycaffe_lite.kernels import xnor  # noqa: E402
+from pycaffe_lite.conv import ConvGeometry, get_engine
+from pycaffe_lite.conv import binary as packed
+from pycaffe_lite.conv.im2col import im2col
+from pycaffe_lite.kernels import xnor
 
 # name: ("conv", (N, C, H, W), K, kernel, stride, pad, group) or ("fc", M, K, N)
 SHAPES = {
