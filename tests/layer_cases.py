@@ -138,6 +138,23 @@ def conv_ref(kernel=3, stride=1, pad=0, dilation=1, group=1):
     return ref
 
 
+def binary_ref(product, binarize_input, scale, out_axis=0):
+    """The binary layers: alpha * product(sign(x), sign(W)) + b, sign(0) = +1, alpha = mean |W| per output."""
+    def ref(b, p):
+        w = p[0]
+        y = product(np.where(b[0] >= 0, 1.0, -1.0) if binarize_input else b[0], np.where(w >= 0, 1.0, -1.0))
+        axes = tuple(a for a in range(w.ndim) if a != out_axis)
+        alpha = np.abs(w).mean(axis=axes) if scale else np.ones(w.shape[out_axis])
+        view = (-1,) + (1,) * (y.ndim - 2)
+        return [y * alpha.reshape(view) + (p[1].reshape(view) if len(p) > 1 else 0)]
+    return ref
+
+
+# The binary layers' backward is the straight-through estimator, not the numerical gradient:
+# tests/layers/test_binary.py checks it against numerical gradients where they are defined.
+BINARY_STE = {"no_gradient_check": "the straight-through estimator (tests/layers/test_binary.py)"}
+
+
 RISTRETTO = ("quantization_param { bw_layer_in: 16 fl_layer_in: 12 bw_params: 8 fl_params: 7 "
              "bw_layer_out: 16 fl_layer_out: 10 }")
 
@@ -300,6 +317,20 @@ CASES = [
          [(NCHW, "normal")], lambda b, p: [deconv_loops(b[0], p[0], p[1], (3, 3), (2, 2))]),
     Case("im2col", 'type: "Im2col" convolution_param { kernel_size: 3 stride: 2 pad: 1 }', [(NCHW, "normal")],
          lambda b, p: [im2col_loops(b[0], (3, 3), (2, 2), (1, 1))], gpu=False),
+    Case("binary_conv", 'type: "BinaryConvolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+         'group: 2 weight_filler { type: "uniform" min: -1 max: 1 } bias_filler { type: "constant" value: 0.1 } } '
+         'binary_param { scale: MEAN_ABS }', [(NCHW, "normal")],
+         binary_ref(lambda x, w: conv_loops(x, w, None, (3, 3), (1, 1), (1, 1), (1, 1), 2), True, True),
+         **BINARY_STE),
+    Case("binary_conv_packed_real_input", 'type: "BinaryConvolution" convolution_param { num_output: 3 '
+         'kernel_size: 2 stride: 2 weight_filler { type: "uniform" min: -1 max: 1 } } '
+         'binary_param { binarize_input: false }', [(NCHW, "int9")],
+         binary_ref(lambda x, w: conv_loops(x, w, None, (2, 2), (2, 2)), False, False), phase=TEST,
+         **BINARY_STE),
+    Case("binary_fc_packed", 'type: "BinaryInnerProduct" inner_product_param { num_output: 5 transpose: true '
+         'weight_filler { type: "uniform" min: -1 max: 1 } bias_filler { type: "constant" value: -0.2 } } '
+         'binary_param { scale: MEAN_ABS }', [((3, 2, 4), "normal")],
+         binary_ref(lambda x, w: x.reshape(3, -1) @ w, True, True, out_axis=1), phase=TEST, **BINARY_STE),
     Case("conv_ristretto", 'type: "ConvolutionRistretto" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
          'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } ' + RISTRETTO,
          [(NCHW, "normal")], ristretto(conv_ref(3, 1, 1)), **STRAIGHT_THROUGH),
