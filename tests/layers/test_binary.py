@@ -239,7 +239,8 @@ def test_packed_refuses_three_spatial_axes():
 def test_packed_refuses_real_inputs_that_are_not_fixed_point():
     layer, bottom, top = build(ip_text(2, False, engine="PACKED"), [np.full((2, 3), 0.1)], phase=TEST,
                                dtype=np.float32)
-    with pytest.raises(ValueError, match=r"needs fixed-point inputs x = q \* 2\^-f with q in 16 bits; this batch is not \(values from 0\.100000001 to"):
+    with pytest.raises(ValueError, match=r"needs fixed-point inputs x = q \* 2\^-f with q in 16 bits; "
+                                         r"this batch is not \(values from 0\.100000001 to"):
         layer.Forward(bottom, top)
 
 
@@ -288,10 +289,10 @@ PACKED_CONVS = [
 @pytest.mark.parametrize("shape,num_output,kernel,extra", PACKED_CONVS)
 @pytest.mark.parametrize("scale", ["NONE", "MEAN_ABS"])
 def test_packed_convolution_equals_float(shape, num_output, kernel, extra, scale):
-    if "kernel_h" in extra:
-        extra_text = lambda e: conv_text(num_output, 1, True, scale, extra, e).replace("kernel_size: 1 ", "")
-    else:
-        extra_text = lambda e: conv_text(num_output, kernel, True, scale, extra, e)
+    def extra_text(engine):
+        if "kernel_h" in extra:                          # kernel_h / kernel_w instead of kernel_size
+            return conv_text(num_output, 1, True, scale, extra, engine).replace("kernel_size: 1 ", "")
+        return conv_text(num_output, kernel, True, scale, extra, engine)
     x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     x.reshape(-1)[::5] = 0.0
     floats, packed = _both_engines(extra_text, x, _seeded_weights(8))
