@@ -16,6 +16,7 @@ import numpy as np
 from . import backend
 from .blob import Blob, MemoryLimitError, allocation_budget
 from .io_utils import FormatError, write_bytes_atomic
+from .kernels import jit_log
 from .kernels.quantize import FixedPoint
 from .layer import create_layer
 from .net_helpers import NetHelpersMixin
@@ -144,6 +145,7 @@ class Net(NetHelpersMixin):
         if (model is None) == (network_file is None):
             raise TypeError("Net() needs the model once: Net(model, ...) or Net(network_file=...)")
         model = network_file if model is None else model
+        jit_log.watch_jit_compiles()   # the first run says what the kernels' compile is doing
         weights, phase = _positional_weights_phase(args, weights, phase)
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()

@@ -27,6 +27,17 @@ _NUMBER = r"([-+]?(?:nan|inf)|[\.\deE+-]+)"
 REGEX_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = " + _NUMBER)
 REGEX_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = " + _NUMBER)
 REGEX_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")   # ANSI CSI sequences (cursor moves, erase line)
+
+
+def terminal_text(line):
+    """What a terminal shows of a line: the text after its last carriage return, escapes removed.
+
+    A transcript of a run that showed a progress bar (`script`, a terminal's scrollback) holds the
+    bar's redraws before a log line on the same line, each ended by a carriage return.
+    """
+    line = line.rstrip("\r\n")
+    return _TERMINAL_ESCAPE.sub("", line.rsplit("\r", 1)[-1])
 
 _GLOG_TIME = re.compile(r"^\s*[IWEFD](\d{8}|\d{4}) (\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
 _ISO_TIME = re.compile(r"^\s*\[?(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,6}))?")
@@ -96,7 +107,8 @@ def parse_log(path_to_log):
 
 
 def parse_log_lines(lines, year=None):
-    """parse_log over a list of lines."""
+    """parse_log over a list of lines (a terminal's transcript too: see terminal_text)."""
+    lines = [terminal_text(line) for line in lines]
     year = year or datetime.datetime.now().year
     start_time = get_start_time(lines, year)
     timestamped = start_time is not None

@@ -10,6 +10,7 @@ Flags may be written as gflags accepts them: --gray, -gray, --gray=true.
 """
 import argparse
 
+from ._progress import add_quiet, progress_bar
 
 _TRUE = ("true", "1", "t", "yes", "y")
 _FALSE = ("false", "0", "f", "no", "n")
@@ -51,10 +52,11 @@ def _user_errors(func):
 @_user_errors
 def _convert_imageset(args):
     from ..data.convert import convert_imageset
-    convert_imageset(args.root_folder, args.list_file, args.db_name, gray=args.gray, shuffle=args.shuffle,
-                     resize_height=args.resize_height, resize_width=args.resize_width,
-                     check_size=args.check_size, encoded=args.encoded, encode_type=args.encode_type,
-                     backend=args.backend, seed=args.seed)
+    with progress_bar(args, "convert_imageset", unit="img") as progress:
+        convert_imageset(args.root_folder, args.list_file, args.db_name, gray=args.gray, shuffle=args.shuffle,
+                         resize_height=args.resize_height, resize_width=args.resize_width,
+                         check_size=args.check_size, encoded=args.encoded, encode_type=args.encode_type,
+                         backend=args.backend, seed=args.seed, progress=progress)
     return 0
 
 
@@ -63,7 +65,8 @@ def _compute_image_mean(args):
     from ..data.convert import compute_image_mean
     if args.backend.lower() != "lmdb":
         raise ValueError(f"backend '{args.backend}' is not supported; pycaffe_lite reads lmdb")
-    compute_image_mean(args.input_db, args.output_file)
+    with progress_bar(args, "compute_image_mean", unit="img") as progress:
+        compute_image_mean(args.input_db, args.output_file, progress=progress)
     return 0
 
 
@@ -77,8 +80,9 @@ def _convert_mnist(args):
 @_user_errors
 def _compute_pca_lighting(args):
     from ..data.pca import compute_pca_lighting
-    compute_pca_lighting(args.input_db, args.output_file, max_images=args.max_images,
-                         pixels_per_image=args.pixels_per_image, seed=args.seed)
+    with progress_bar(args, "compute_pca_lighting", unit="img") as progress:
+        compute_pca_lighting(args.input_db, args.output_file, max_images=args.max_images,
+                             pixels_per_image=args.pixels_per_image, seed=args.seed, progress=progress)
     return 0
 
 
@@ -101,6 +105,7 @@ def register(subparsers):
     p.add_argument("root_folder", metavar="ROOTFOLDER/")
     p.add_argument("list_file", metavar="LISTFILE")
     p.add_argument("db_name", metavar="DB_NAME")
+    add_quiet(p)
     p.set_defaults(func=_convert_imageset)
 
     p = subparsers.add_parser(
@@ -109,6 +114,7 @@ def register(subparsers):
     _flag(p, "backend", str, "lmdb", "The backend {lmdb} for the input")
     p.add_argument("input_db", metavar="INPUT_DB")
     p.add_argument("output_file", metavar="OUTPUT_FILE", nargs="?")
+    add_quiet(p)
     p.set_defaults(func=_compute_image_mean)
 
     p = subparsers.add_parser(
@@ -131,4 +137,5 @@ def register(subparsers):
     _flag(p, "seed", int, 0, "Seed of the pixel sampling")
     p.add_argument("input_db", metavar="INPUT_DB")
     p.add_argument("output_file", metavar="OUTPUT_YAML")
+    add_quiet(p)
     p.set_defaults(func=_compute_pca_lighting)

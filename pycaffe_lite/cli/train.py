@@ -18,12 +18,14 @@ import time
 from .. import backend
 from ..io_utils import open_fresh
 from ..proto import caffe_pb2
+from ..kernels import jit_log
+from ._progress import add_quiet, progress_bar
 
 log = logging.getLogger("pycaffe_lite.cli")
 
 
 # ---------------------------------------------------------------------------
-# logging: glog's prefix, a --log file, a progress bar on a terminal
+# logging: glog's prefix, a --log file (the progress bars: _progress.py)
 # ---------------------------------------------------------------------------
 class GlogFormatter(logging.Formatter):
     """`I1121 21:22:14.850540 29117 solver.py:239] message`, as glog writes Caffe's lines."""
@@ -41,63 +43,13 @@ class GlogFormatter(logging.Formatter):
         return prefix + message
 
 
-class ProgressBar:
-    """One self-rewriting line on a terminal: iterations done, loss, speed, time left."""
-
-    def __init__(self, stream, total, start):
-        self.stream, self.total, self.start_iter = stream, max(total, 1), start
-        self.started = time.perf_counter()
-        self.last_draw = 0.0
-        self.text = ""
-
-    def update(self, solver, loss):
-        now = time.perf_counter()
-        if now - self.last_draw < 0.1 and solver.iter < self.total:
-            return
-        self.last_draw = now
-        done = solver.iter - self.start_iter
-        speed = done / max(now - self.started, 1e-9)
-        left = (self.total - solver.iter) / speed if speed > 0 else 0
-        width = 30
-        filled = int(width * min(solver.iter / self.total, 1.0))
-        self.text = (f"[{'=' * filled}{' ' * (width - filled)}] {solver.iter}/{self.total} "
-                     f"loss {loss:.4g}  {speed:.1f} iter/s  ETA {int(left) // 60}:{int(left) % 60:02d}")
-        self.draw()
-
-    def clear(self):
-        if self.text:
-            self.stream.write("\r\033[K")
-
-    def draw(self):
-        if self.text:
-            self.stream.write("\r\033[K" + self.text)
-            self.stream.flush()
-
-    def finish(self):
-        self.clear()
-        self.text = ""
-        self.stream.flush()
-
-
-class _BarAwareHandler(logging.StreamHandler):
-    """A stderr handler that lifts the progress bar out of the way of each log line."""
-    bar = None
-
-    def emit(self, record):
-        if self.bar:
-            self.bar.clear()
-        super().emit(record)
-        if self.bar:
-            self.bar.draw()
-
-
 @contextlib.contextmanager
 def caffe_logging(log_file=None, stream=None):
     """Route the pycaffe_lite log, glog-formatted, to stderr (and to `log_file`) for one command."""
     logger = logging.getLogger("pycaffe_lite")
     saved = logger.level, logger.propagate, list(logger.handlers)
     formatter = GlogFormatter()
-    handler = _BarAwareHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     handlers = [handler]
     if log_file:   # a fresh file: a symlink at the name is replaced, its target left alone
@@ -193,10 +145,10 @@ def cmd_train(args):
         gpus = parse_gpus(args.gpu)
         if len(gpus) > 1:
             return launch.spawn_per_gpu(gpus)
-    with caffe_logging(args.log if rank == 0 else None) as handler:
+    with caffe_logging(args.log if rank == 0 else None):
         if rank > 0:         # Caffe's LOG_IF(INFO, Caffe::root_solver()): rank 0 alone logs
             logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
-        return _train(args, handler)
+        return _train(args)
 
 
 def _mpi4py_importable():
@@ -207,7 +159,7 @@ def _mpi4py_importable():
     return True
 
 
-def _train(args, handler):
+def _train(args):
     from ..distributed import launch
     from ..solvers import read_solver_file
     if not args.solver:
@@ -220,7 +172,7 @@ def _train(args, handler):
         param.train_state.stage.append(stage)
     comm, device = launch.world(parse_gpus(args.gpu), param.comm_timeout)
     try:
-        return _train_rank(args, handler, param, comm, device)
+        return _train_rank(args, param, comm, device)
     except (ValueError, OSError, RuntimeError) as exc:
         if comm is None:
             raise
@@ -229,7 +181,7 @@ def _train(args, handler):
         comm.abort(2)
 
 
-def _train_rank(args, handler, param, comm, device):
+def _train_rank(args, param, comm, device):
     from .. import data as data_config
     from ..distributed.comm import CommError
     from ..solvers import SignalHandler, TrainingDiverged, get_solver
@@ -264,19 +216,12 @@ def _train_rank(args, handler, param, comm, device):
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
         sync = _attach(solver, comm)
-        bar = None
-        if solver.is_root and _is_terminal(handler.stream) and not args.no_progress:
-            bar = ProgressBar(handler.stream, solver.param.max_iter, solver.iter)
-            handler.bar = bar
-            solver.progress_hook = bar.update
         log.info("Starting Optimization")
-        with signals:
-            try:
-                solver.solve()
-            finally:
-                if bar:
-                    handler.bar = None
-                    bar.finish()
+        # the root rank alone draws a bar: the ranks of an mpirun job share one terminal
+        with signals, progress_bar(args, "train", unit="iter", leave=False, initial=solver.iter,
+                                   enabled=solver.is_root) as progress:
+            solver.progress_hook = lambda s, loss: progress(s.iter, s.param.max_iter, loss=f"{loss:.4g}")
+            solver.solve()
         if sync is not None:
             log.info("The weights of all %d ranks agree (sha1 %s)", comm.size, sync.check_weights())
         log.info("Optimization Done.")
@@ -321,13 +266,6 @@ def _attach(solver, comm):
     return attach(solver, comm)
 
 
-def _is_terminal(stream):
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 # ---------------------------------------------------------------------------
 # test
 # ---------------------------------------------------------------------------
@@ -352,19 +290,22 @@ def cmd_test(args):
                 copy_weights(net, path)
             log.info("Running for %d iterations.", args.iterations)
             scores, names, loss = [], [], np.float32(0)
-            for i in range(args.iterations):
-                loss += np.float32(net.forward_from_to())
-                index = 0
-                for name in net.outputs:
-                    for value in backend.to_numpy(net.blobs[name].data).ravel():
-                        value = np.float32(value)
-                        if i == 0:
-                            scores.append(value)
-                            names.append(name)
-                        else:
-                            scores[index] += value
-                        log.info("Batch %d, %s = %s", i, name, _fmt(value))
-                        index += 1
+            with progress_bar(args, "test", unit="batch", leave=False) as progress:
+                for i in range(args.iterations):
+                    loss += np.float32(net.forward_from_to())
+                    index = 0
+                    for name in net.outputs:
+                        for value in backend.to_numpy(net.blobs[name].data).ravel():
+                            value = np.float32(value)
+                            if i == 0:
+                                scores.append(value)
+                                names.append(name)
+                            else:
+                                scores[index] += value
+                            log.info("Batch %d, %s = %s", i, name, _fmt(value))
+                            index += 1
+                    jit_log.report_jit_compiles()
+                    progress(i + 1, args.iterations)
             if args.iterations:
                 loss /= np.float32(args.iterations)
             log.info("Loss: %s", _fmt(loss))
@@ -546,7 +487,8 @@ def register(subparsers):
                        choices=("stop", "snapshot", "none"),
                        help="action on SIGTERM (a scheduler's or docker stop's): stop (after a snapshot), "
                             "snapshot or none; not one of Caffe's flags, it defaults to what SIGINT does")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    train.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                       help="no progress bar (there is none either when stderr is not a terminal)")
     _common(train, "GPU device IDs separated by ',', or 'all' (CuPy); default: CPU, "
                    "or the solver's device when its solver_mode is GPU and a GPU is usable")
     train.set_defaults(func=cmd_train)
@@ -556,6 +498,7 @@ def register(subparsers):
     test.add_argument("--model", required=True, help="the model definition protocol buffer text file")
     test.add_argument("--weights", required=True, help="the trained weights (.caffemodel)")
     test.add_argument("--iterations", type=int, default=50, help="the number of batches to run")
+    add_quiet(test)
     _common(test)
     test.set_defaults(func=cmd_test)
 

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from ._progress import add_quiet, progress_bar
+
 log = logging.getLogger("pycaffe_lite")
 
 
@@ -109,19 +111,9 @@ def cmd_zoo_fetch(args):
     m = get_model(args.name, args.root)
     if args.no_verify:
         print("warning: --no-verify: the file's sha1 is not checked", file=sys.stderr)
-    last = {"shown": -1}
-
-    def progress(done, total):
-        if total and sys.stderr.isatty():
-            pct = int(100 * done / total)
-            if pct != last["shown"]:
-                last["shown"] = pct
-                print(f"\r{done / 2**20:.1f} / {total / 2**20:.1f} MiB ({pct}%)", end="", file=sys.stderr)
-
-    path = fetch_weights(m, source=args.source, dest=args.to, sha1=args.sha1,
-                         verify=not args.no_verify, progress=progress)
-    if last["shown"] >= 0:
-        print(file=sys.stderr)
+    with progress_bar(args, f"{m.name}", unit="B", unit_scale=True) as progress:
+        path = fetch_weights(m, source=args.source, dest=args.to, sha1=args.sha1,
+                             verify=not args.no_verify, progress=progress)
     print(f"{m.name}: {path} (sha1 {sha1_of(path)})")
     return 0
 
@@ -306,7 +298,8 @@ def cmd_extract_features(args):
     blobs = _split(args.blobs)
     if not blobs:
         raise ValueError("--blobs names at least one blob, e.g. fc7,pool5")
-    features = extract_features(net, blobs, iterations=args.iterations)
+    with progress_bar(args, "extract_features", unit="batch") as progress:
+        features = extract_features(net, blobs, iterations=args.iterations, progress=progress)
     out = args.out if args.out.endswith(".npz") else _split(args.out)
     written = save_features(features, out if isinstance(out, str) or len(out) > 1 else out[0])
     for name, array in features.items():
@@ -335,6 +328,7 @@ def register(subparsers):
     p.add_argument("--sha1", help="expect this sha1 instead of the readme's")
     p.add_argument("--no-verify", action="store_true", help="skip the sha1 check (not recommended)")
     p.add_argument("--to", help="destination file (default: the model folder; ./models/NAME/ for the shipped zoo)")
+    add_quiet(p)
     p.set_defaults(func=cmd_zoo_fetch)
 
     s = subparsers.add_parser("surgery", help="copy weights by layer name, freeze layers, set lr "
@@ -394,4 +388,5 @@ def register(subparsers):
     e.add_argument("--out", required=True, help="features.npz, or LMDB paths (one per blob, comma-separated)")
     e.add_argument("--iterations", type=int, default=1, help="mini-batches to run")
     e.add_argument("--gpu", type=int, help="GPU id")
+    add_quiet(e)
     e.set_defaults(func=cmd_extract_features)

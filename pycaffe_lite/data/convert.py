@@ -15,7 +15,7 @@ import numpy as np
 from ..proto import caffe_pb2
 from .batches import list_file_lines, split_list_line
 from .datum import DataError, decode_bytes, imdecode_flag, parse_datum, read_image_to_datum, save_mean_file
-from .lmdb_io import LMDBWriter, iter_lmdb
+from .lmdb_io import LMDBWriter, iter_lmdb, lmdb_size
 
 log = logging.getLogger("pycaffe_lite.data")
 
@@ -31,13 +31,13 @@ def read_imageset_list(list_file):
 
 def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False, resize_height=0,
                      resize_width=0, check_size=False, encoded=False, encode_type="", backend="lmdb",
-                     seed=None, overwrite=False):
+                     seed=None, overwrite=False, progress=None):
     """Caffe's convert_imageset: images listed in `list_file` -> an LMDB of Datums.
 
     Keys are "%08d_<name>" with the line index (after shuffling), values
     serialized Datums; unreadable images and blank lines are skipped (their
     index is not reused), exactly as Caffe's tool does.  Returns the number
-    written.
+    written.  progress(lines_done, lines_total) is called after each line.
     """
     if backend.lower() != "lmdb":
         raise ValueError(f"backend '{backend}' is not supported; pycaffe_lite writes lmdb")
@@ -57,6 +57,8 @@ def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False,
     with LMDBWriter(db_name, overwrite=overwrite) as db:
         log.info("Opened lmdb %s", db_name)
         for line_id, (name, label) in enumerate(lines):
+            if progress:
+                progress(line_id, len(lines))
             if not name:            # a blank line: Caffe fails to read the image '' and goes on
                 log.error("Could not open or find file %s", root_folder)
                 continue
@@ -83,6 +85,8 @@ def convert_imageset(root_folder, list_file, db_name, gray=False, shuffle=False,
             count += 1
             if count % 1000 == 0:
                 log.info("Processed %d files.", count)
+    if progress:
+        progress(len(lines), len(lines))
     if count % 1000 != 0:
         log.info("Processed %d files.", count)
     return count
@@ -103,14 +107,16 @@ def _datum_values(datum, source, key):
     return shape, np.asarray(datum.float_data, np.float32)
 
 
-def compute_image_mean(db_name, output_file=None):
+def compute_image_mean(db_name, output_file=None, progress=None):
     """Caffe's compute_image_mean: the per-pixel mean of an LMDB's images (1 x C x H x W).
 
     Sums in float32, record by record, and divides by the count in float32,
     as Caffe's tool does, so the .binaryproto it writes is bit-identical.
-    Returns the mean as a CHW float32 array.
+    Returns the mean as a CHW float32 array.  progress(records_done, records_total)
+    is called after each record.
     """
     source = os.fspath(db_name)
+    records = lmdb_size(source) if progress else None
     total = None
     shape = None
     count = 0
@@ -126,6 +132,8 @@ def compute_image_mean(db_name, output_file=None):
                             f"{values.size} (expected {total.size})", source, key)
         total += values
         count += 1
+        if progress:
+            progress(count, records)
         if count % 10000 == 0:
             log.info("Processed %d files.", count)
     if count == 0:

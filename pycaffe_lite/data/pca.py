@@ -12,12 +12,12 @@ import numpy as np
 
 from .convert import _datum_values
 from .datum import DataError, parse_datum
-from .lmdb_io import iter_lmdb
+from .lmdb_io import iter_lmdb, lmdb_size
 
 log = logging.getLogger("pycaffe_lite.data")
 
 
-def compute_pca_lighting(db_name, output_file=None, max_images=0, pixels_per_image=0, seed=0):
+def compute_pca_lighting(db_name, output_file=None, max_images=0, pixels_per_image=0, seed=0, progress=None):
     """Eigenvalues and eigenvectors of the pixel colour covariance over an LMDB's images.
 
     Pixels are in the units and channel order of the stored images (0..255,
@@ -25,8 +25,13 @@ def compute_pca_lighting(db_name, output_file=None, max_images=0, pixels_per_ima
     works on.  Returns (eigval (C,), eigvec (C, C) with eigvec[:, k] the k-th
     component, mean (C,)), largest eigenvalue first; with output_file, writes
     a YAML file usable as `lighting { pca_file }` or as an augmentation_file.
+    progress(images_done, images_total) is called after each image.
     """
     source = os.fspath(db_name)
+    to_read = None
+    if progress:
+        to_read = lmdb_size(source)
+        to_read = min(to_read, max_images) if max_images else to_read
     rng = np.random.default_rng(seed)
     n = 0
     total = None
@@ -48,6 +53,8 @@ def compute_pca_lighting(db_name, output_file=None, max_images=0, pixels_per_ima
         outer += pixels.T @ pixels
         n += len(pixels)
         images += 1
+        if progress:
+            progress(images, to_read)
         if max_images and images >= max_images:
             break
     if not n:

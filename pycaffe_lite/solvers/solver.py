@@ -38,6 +38,7 @@ from google.protobuf import text_format
 from .. import backend
 from .. import data as data_config
 from ..backend import get_array_module
+from ..kernels import jit_log
 from ..net import TEST, TRAIN, Net
 from ..proto.files import check_finite, read_net_param, read_solver_param
 from ..proto import caffe_pb2
@@ -400,6 +401,7 @@ class Solver:
             self._check_finite(loss)
             self.apply_update()
             self.iter += 1
+            jit_log.report_jit_compiles()
             if self.progress_hook:
                 self.progress_hook(self, float(loss))
             request = self.requested_action()

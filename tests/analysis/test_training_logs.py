@@ -3,12 +3,13 @@
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 
 import pytest
 
-from pycaffe_lite.analysis.parse_log import parse_log, parse_log_lines, read_csv
+from pycaffe_lite.analysis.parse_log import parse_log, parse_log_lines, read_csv, terminal_text
 from pycaffe_lite.analysis.plot import plot_chart, plot_training_log
 from pycaffe_lite.cli import main as cli_main
 from conftest import REPO, fixture_path
@@ -134,3 +135,31 @@ def test_log_written_by_pycaffe_lite_train_parses_and_plots(tmp_path):
     assert all(0 <= row["accuracy"] <= 1 and row["loss"] > 0 for row in test)
     png = plot_training_log(str(tmp_path / "train.log"), tmp_path / "train.png", x="seconds")
     assert open(png, "rb").read()[:8] == PNG_MAGIC
+
+
+def test_a_terminal_transcript_of_a_run_with_its_progress_bar_parses(tmp_path):
+    """`pycaffe-lite train` on a terminal draws tqdm's bar between its log lines; the transcript (what
+    `script` or a terminal's scrollback keeps) holds the bar's redraws ended by carriage returns,
+    never inside a log line, and parse_log reads it as it reads the --log file."""
+    import os
+
+    from pty_run import run_in_pty
+    (tmp_path / "net.prototxt").write_text(NET)
+    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="2")
+    status, screen = run_in_pty([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt",
+                                 "--log", "train.log"], tmp_path, env)
+    assert status == 0, screen[-3000:]
+    assert re.search(r"train: +\d+%\|.*\| \d/6 \[", screen), screen[-3000:]       # the bar was drawn
+    for line in screen.split("\n"):   # each log line the terminal shows is whole: no bar after its start
+        shown = terminal_text(line)
+        if "net output #" in shown or "Iteration" in shown:
+            assert re.match(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} ", shown) and "|" not in shown, repr(line)
+    (tmp_path / "screen.log").write_text(screen)
+    from_screen, from_file = parse_log(str(tmp_path / "screen.log")), parse_log(str(tmp_path / "train.log"))
+    assert [row["NumIters"] for row in from_screen[0]] == list(range(6))
+    assert [row["NumIters"] for row in from_screen[1]] == [0, 3, 6]
+    for ours, theirs in zip(from_screen, from_file):
+        assert [{k: v for k, v in row.items() if k != "Seconds"} for row in ours] == \
+               [{k: v for k, v in row.items() if k != "Seconds"} for row in theirs]
+    assert "\r" not in (tmp_path / "train.log").read_text()      # the --log file never holds a bar
