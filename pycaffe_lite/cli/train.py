@@ -17,8 +17,8 @@ import time
 
 from .. import backend
 from ..io_utils import open_fresh
-from ..proto import caffe_pb2
 from ..kernels import jit_log
+from ..proto import caffe_pb2
 from ._progress import add_quiet, progress_bar
 
 log = logging.getLogger("pycaffe_lite.cli")
@@ -216,11 +216,17 @@ def _train_rank(args, param, comm, device):
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
         sync = _attach(solver, comm)
+        if args.tensorboard:
+            solver.add_tensorboard(args.tensorboard, args.tensorboard_histograms)    # the root alone writes
+            log.info("Writing TensorBoard event files to %s (tensorboard --logdir %s)",
+                     args.tensorboard, args.tensorboard)
+        elif args.tensorboard_histograms:
+            raise ValueError("--tensorboard_histograms needs --tensorboard DIR")
         log.info("Starting Optimization")
         # the root rank alone draws a bar: the ranks of an mpirun job share one terminal
         with signals, progress_bar(args, "train", unit="iter", leave=False, initial=solver.iter,
                                    enabled=solver.is_root) as progress:
-            solver.progress_hook = lambda s, loss: progress(s.iter, s.param.max_iter, loss=f"{loss:.4g}")
+            solver.add_observer(_TrainingBar(progress))
             solver.solve()
         if sync is not None:
             log.info("The weights of all %d ranks agree (sha1 %s)", comm.size, sync.check_weights())
@@ -241,6 +247,8 @@ def _train_rank(args, param, comm, device):
         os._exit(1)
     finally:
         if solver is not None:
+            for observer in solver.observers:
+                getattr(observer, "close", lambda: None)()
             for net in [solver.net] + solver.test_nets:
                 net.close()
 
@@ -264,6 +272,16 @@ def _attach(solver, comm):
     for rank, (host, pid) in enumerate(getattr(comm, "peers", ())):
         log.info("    rank %d: pid %d on %s", rank, pid, host)
     return attach(solver, comm)
+
+
+class _TrainingBar:
+    """The solver's observer that moves the progress bar: iterations done of max_iter, the loss."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def on_iteration(self, solver, loss):
+        self.progress(solver.iter + 1, solver.param.max_iter, loss=f"{loss:.4g}")
 
 
 # ---------------------------------------------------------------------------
@@ -487,6 +505,13 @@ def register(subparsers):
                        choices=("stop", "snapshot", "none"),
                        help="action on SIGTERM (a scheduler's or docker stop's): stop (after a snapshot), "
                             "snapshot or none; not one of Caffe's flags, it defaults to what SIGINT does")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="write TensorBoard event files into DIR: losses, outputs, learning rate, tests "
+                            "(needs the tensorboard extra: pip install 'pycaffe-lite[tensorboard]')")
+    train.add_argument("--tensorboard_histograms", "--tensorboard-histograms", dest="tensorboard_histograms",
+                       type=int, default=0, metavar="N",
+                       help="with --tensorboard, every N iterations also each parameter's and gradient's norm "
+                            "and histogram (default 0: never)")
     train.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                        help="no progress bar (there is none either when stderr is not a terminal)")
     _common(train, "GPU device IDs separated by ',', or 'all' (CuPy); default: CPU, "

@@ -149,7 +149,10 @@ class Solver:
         self.requested_early_exit = False
         self.callbacks = []
         self.action_function = None
-        self.progress_hook = None    # f(solver, loss) after each iteration (the CLI's progress bar)
+        # Objects told of the run, each through the methods it has (see _notify): the CLI's progress
+        # bar, TensorBoard's writer (add_tensorboard).
+        self.observers = []
+        self.rate = None             # the learning rate of the last update
         self.losses, self.smoothed_loss = [], np.float32(0)
         self.iterations_last = 0
         self.test_results = []       # per test net: [(output name, mean score, loss weight)]
@@ -337,6 +340,30 @@ class Solver:
         """Caffe's root_solver(): the one rank that logs, tests' outputs and snapshots."""
         return self.sync is None or self.sync.root
 
+    def add_observer(self, observer):
+        """Tell `observer` of the run through whichever of these methods it has (solver first):
+        on_iteration(solver, loss)            after each iteration's forward/backward and update
+                                              (solver.iter is still that iteration's number);
+        on_display(solver, smoothed_loss, outputs)   every `display`, as the log prints them;
+        on_gradients(solver)                  before each update (the diffs are the gradients);
+        on_test(solver, test_net_id, means)   after each test pass: [(output, loss weight, values)];
+        on_solve_end(solver)                  when solve() returns."""
+        self.observers.append(observer)
+        return observer
+
+    def add_tensorboard(self, logdir, histograms_every=0):
+        """Write TensorBoard event files into `logdir` (pycaffe_lite.solvers.tensorboard; needs
+        tensorboardX, the `tensorboard` extra): losses, outputs, learning rate, tests, and every
+        `histograms_every` iterations the parameters' and gradients' norms and histograms."""
+        from .tensorboard import TensorBoardWriter
+        return self.add_observer(TensorBoardWriter(logdir, histograms_every))
+
+    def _notify(self, event, *args):
+        for observer in self.observers:
+            method = getattr(observer, event, None)
+            if method is not None:
+                method(self, *args)
+
     def set_action_function(self, function):
         """A callable returning SolverAction.NONE / STOP / SNAPSHOT, polled as Caffe polls signals."""
         self.action_function = function
@@ -395,15 +422,17 @@ class Solver:
                          _fmt(round(lapse, 3)), p.display, _fmt(self.smoothed_loss))
                 timer = time.perf_counter()
                 self.iterations_last = self.iter
-                self._log_outputs("Train", self._output_values(self.net))
+                outputs = self._output_values(self.net)
+                self._log_outputs("Train", outputs)
+                self._notify("on_display", self.smoothed_loss, outputs)
             for _, on_gradients_ready in self.callbacks:
                 on_gradients_ready()
+            self._notify("on_gradients")
             self._check_finite(loss)
             self.apply_update()
+            self._notify("on_iteration", float(loss))
             self.iter += 1
             jit_log.report_jit_compiles()
-            if self.progress_hook:
-                self.progress_hook(self, float(loss))
             request = self.requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT:
                 self.snapshot()
@@ -414,7 +443,10 @@ class Solver:
     def solve(self, resume_file=None):
         """Train to max_iter (Caffe's Solver::Solve), optionally resuming from a .solverstate."""
         with self._snapshot_prefix_held():
-            self._solve(resume_file)
+            try:
+                self._solve(resume_file)
+            finally:
+                self._notify("on_solve_end")
 
     def _solve(self, resume_file):
         p = self.param
@@ -498,7 +530,7 @@ class Solver:
         return rate
 
     def apply_update(self):
-        rate = self.get_learning_rate()
+        rate = self.rate = self.get_learning_rate()
         p = self.param
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, _fmt(np.float32(rate)))
@@ -611,6 +643,7 @@ class Solver:
         means = [(name, weight, total / np.float32(iterations))
                  for (name, weight, _), total in zip(outputs, scores)]
         self._log_outputs("Test", means)
+        self._notify("on_test", test_net_id, means)
         self.test_results.append([(name, float(mean), weight) for name, weight, values in means for mean in values])
 
     # ------------------------------------------------------------------
