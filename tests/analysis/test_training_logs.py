@@ -13,6 +13,7 @@ from pycaffe_lite.analysis.parse_log import parse_log, parse_log_lines, read_csv
 from pycaffe_lite.analysis.plot import plot_chart, plot_training_log
 from pycaffe_lite.cli import main as cli_main
 from conftest import REPO, fixture_path
+from toy_training import NET, SOLVER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,33 +92,6 @@ def test_plot_training_log_writes_pngs(caffe_log, tmp_path):
     spec.loader.exec_module(tool)
     assert tool.main(["6", str(tmp_path / "train_loss.png"), str(caffe_log)]) == 0
     assert (tmp_path / "train_loss.png").read_bytes()[:8] == PNG_MAGIC
-
-
-NET = """
-name: "toy"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-        dummy_data_param { shape { dim: 8 dim: 4 } shape { dim: 8 }
-                           data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy"
-        include { phase: TEST } }
-"""
-SOLVER = """
-net: "net.prototxt"
-base_lr: 0.1
-lr_policy: "step"
-gamma: 0.5
-stepsize: 3
-max_iter: 6
-display: 1
-test_iter: 2
-test_interval: 3
-snapshot_after_train: false
-solver_mode: CPU
-random_seed: 1
-"""
 
 
 def test_log_written_by_pycaffe_lite_train_parses_and_plots(tmp_path):

@@ -8,35 +8,12 @@ pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 from conftest import REPO
+from toy_training import NET, SOLVER
 
 from pycaffe_lite.analysis.parse_log import parse_log
 from pycaffe_lite.solvers import get_solver
 
-NET = """
-name: "toy"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-        dummy_data_param { shape { dim: 8 dim: 4 } shape { dim: 8 }
-                           data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy"
-        include { phase: TEST } }
-"""
-SOLVER = """
-net: "net.prototxt"
-base_lr: 0.1
-lr_policy: "step"
-gamma: 0.5
-stepsize: 3
-max_iter: 6
-display: 2
-test_iter: 2
-test_interval: 3
-snapshot_after_train: false
-solver_mode: CPU
-random_seed: 1
-"""
+SOLVER = SOLVER.replace("display: 1", "display: 2")
 
 
 def _events(logdir):
