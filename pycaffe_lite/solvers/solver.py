@@ -149,8 +149,8 @@ class Solver:
         self.requested_early_exit = False
         self.callbacks = []
         self.action_function = None
-        # Objects told of the run, each through the methods it has (see _notify): the CLI's progress
-        # bar, TensorBoard's writer (add_tensorboard).
+        # Objects told of the run, each through the methods it has (see add_observer): the CLI's
+        # progress bar, TensorBoard's writer (add_tensorboard).
         self.observers = []
         self.rate = None             # the learning rate of the last update
         self.losses, self.smoothed_loss = [], np.float32(0)
