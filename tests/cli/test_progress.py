@@ -50,7 +50,8 @@ def test_zoo_fetch_counts_bytes_on_a_terminal(tmp_path):
     (tmp_path / "weights.caffemodel").write_bytes(payload)
     model = tmp_path / "zoo" / "m"
     model.mkdir(parents=True)
-    (model / "readme.md").write_text(f"---\nname: m\ncaffemodel: m.caffemodel\nsha1: {hashlib.sha1(payload).hexdigest()}\n---\n")
+    sha1 = hashlib.sha1(payload).hexdigest()
+    (model / "readme.md").write_text(f"---\nname: m\ncaffemodel: m.caffemodel\nsha1: {sha1}\n---\n")
     command = [sys.executable, "-m", "pycaffe_lite.cli", "zoo", "--root", str(tmp_path / "zoo"), "fetch", "m",
                "--from", str(tmp_path / "weights.caffemodel"), "--to", str(tmp_path / "got.caffemodel")]
     status, screen = run_in_pty(command, tmp_path, _env())

@@ -3,15 +3,14 @@ import subprocess
 import sys
 
 import pytest
-
-pytest.importorskip("tensorboardX")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-
 from conftest import REPO
 from toy_training import NET, SOLVER
 
 from pycaffe_lite.analysis.parse_log import parse_log
 from pycaffe_lite.solvers import get_solver
+
+pytest.importorskip("tensorboardX")
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 SOLVER = SOLVER.replace("display: 1", "display: 2")
 
