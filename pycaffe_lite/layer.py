@@ -22,11 +22,13 @@ import importlib
 import numpy as np
 
 from .blob import Blob
+from .geometry import SAME
 from .kernels.quantize import NEAREST, FixedPoint
 from .proto import caffe_pb2, upgrade
 
 _REGISTRY = {}
 _V1_NAMES = {}
+_ONNX_EXPORTS = {}
 
 
 def register(type_name, v1=None):
@@ -65,6 +67,25 @@ def v1_type_names():
 
 
 upgrade.register_v1_names(v1_type_names)   # legacy nets upgrade to the registered types
+
+
+def onnx_export(*type_names):
+    """Function decorator, beside the layer: `fn(g, layer, bottoms, tops)` writes the ONNX nodes of
+    a layer of these types into g, a proto.onnx_graph.OnnxGraph (bottoms and tops: tensor names)."""
+    def decorate(fn):
+        for type_name in type_names:
+            if type_name in _ONNX_EXPORTS:
+                raise ValueError(f"layer type '{type_name}' has two ONNX exports "
+                                 f"({_ONNX_EXPORTS[type_name].__module__} and {fn.__module__})")
+            _ONNX_EXPORTS[type_name] = fn
+        return fn
+    return decorate
+
+
+def onnx_exporter(type_name):
+    """The ONNX function registered for a layer type, or None (a type with no inference meaning)."""
+    _load_builtin_layers()
+    return _ONNX_EXPORTS.get(type_name)
 
 
 def layer_class(type_name, layer_name="?"):
@@ -112,6 +133,7 @@ class Layer:
         self.phase = self.layer_param.phase if phase is None else phase
         self.blobs = BlobVec()   # learnable parameters (list of Blob)
         self.loss_weights = []   # one per top, set by SetUp
+        self.param_propagate_down = []   # per parameter blob, set by the Net from lr_mult (missing: True)
         # Python layers read their configuration here, as in pycaffe.
         self.param_str = self.layer_param.python_param.param_str
         if self.layer_param.HasField("fixed_point_param"):   # else the Net may give the net's
@@ -140,6 +162,20 @@ class Layer:
         is None, and a whole shape is None when even its rank depends on them; the number of
         blobs is always known.  A layer with parameters overrides this (the default: none)."""
         return []
+
+    @classmethod
+    def madds(cls, layer_param, bottom_shapes, top_shapes):
+        """Multiply-adds of one forward pass over the whole batch.  The default, 0, counts the
+        layer as free, the usual convention for all but the products (convolution, inner product)."""
+        return 0
+
+    field = None       # a geometry.FieldStep for the layers whose step is always the same
+
+    @classmethod
+    def field_step(cls, layer_param, bottom_shapes):
+        """How an output pixel's receptive field follows from the bottoms' (a geometry.FieldStep:
+        the same pixels, a window, the whole input), or None when the layer does not say."""
+        return cls.field
 
     # ---- hooks with Caffe's defaults ------------------------------------
     def allow_force_backward(self, bottom_index):
@@ -201,8 +237,8 @@ class Layer:
 
     def learns_param(self, i):
         """Whether parameter i gets a gradient (the Net's param_propagate_down, from lr_mult)."""
-        flags = getattr(self, "param_propagate_down", None)
-        return True if flags is None or i >= len(flags) else bool(flags[i])
+        flags = self.param_propagate_down
+        return True if i >= len(flags) else bool(flags[i])
 
     def trim_fixed_point_params(self, rounding=None):
         """Round this layer's parameters into its fixed-point format in place (the solver
@@ -271,11 +307,33 @@ class Layer:
         return blob
 
 
+def normalization_mode(loss_param, default):
+    """The NormalizationMode in force: `normalization` if set, else the legacy `normalize`
+    (true = VALID, false = BATCH_SIZE), else `default`."""
+    if loss_param.HasField("normalization"):
+        return loss_param.normalization
+    if loss_param.HasField("normalize"):
+        return caffe_pb2.LossParameter.VALID if loss_param.normalize else caffe_pb2.LossParameter.BATCH_SIZE
+    return default
+
+
 class LossLayer(Layer):
-    """Loss layers: (prediction, label[, ...]) -> a scalar; no gradient to the label."""
+    """Loss layers: (prediction, label[, ...]) -> a scalar; no gradient to the label.
+
+    A loss that reads loss_param's `ignore_label` and `normalization` (SoftmaxWithLoss,
+    SigmoidCrossEntropyLoss, InfogainLoss) names its default mode in `normalization`; setup
+    then sets `self.ignore_label` (None when unset) and `self.mode`, as Caffe's losses read them.
+    """
     num_bottom = (2, 2)
     num_top = (1, 1)
     auto_top_blobs = True
+    normalization = None     # a LossParameter.NormalizationMode, or None for a loss without these fields
+
+    def setup(self, bottom, top):
+        if self.normalization is not None:
+            p = self.layer_param.loss_param
+            self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
+            self.mode = normalization_mode(p, self.normalization)
 
     @property
     def is_loss(self):
@@ -295,6 +353,7 @@ class NeuronLayer(Layer):
     """Elementwise layers: one bottom, one top of the same shape (in-place allowed)."""
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape)

@@ -88,3 +88,39 @@ def test_convert_refuses_a_layer_type_it_does_not_know():
     net = text_format.Parse(_UNKNOWN, caffe_pb2.NetParameter())
     with pytest.raises(ValueError, match="layer 'norm4': unknown layer type 'Normalize'"):
         check_param_shapes({"norm4": [np.ones(3, np.float32)]}, net)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.type in ("Convolution", "Deconvolution", "InnerProduct")],
+                         ids=lambda c: c.id)
+def test_multiply_adds_of_the_products(case):
+    layer, bottom, top = _set_up(case)
+    per_output = int(np.prod(layer.blobs[0].shape[1:]))     # C/group x taps for (de)convolution
+    expected = {"Convolution": top[0].count * per_output, "Deconvolution": bottom[0].count * per_output,
+                "InnerProduct": top[0].count * layer.blobs[0].count // top[0].shape[-1]}[case.type]   # x K
+    assert layer_class(case.type).madds(_param(case), [b.shape for b in bottom], [t.shape for t in top]) == expected
+
+
+def test_receptive_field_steps():
+    from pycaffe_lite.geometry import GLOBAL, SAME
+    conv = text_format.Parse('name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 '
+                             'stride: 2 dilation: 2 }', caffe_pb2.LayerParameter())
+    step = layer_class("Convolution").field_step(conv, [(1, 3, 20, 20)])
+    assert step.apply((3, 3), (2, 2), [(1, 3, 20, 20)], (1, 2, 8, 8)) == ((11, 11), (4, 4))     # extent 5
+    deconv = layer_class("Deconvolution").field_step(conv, [(1, 3, 20, 20)])
+    assert deconv.apply((3, 3), (4, 4), [(1, 3, 20, 20)], (1, 2, 43, 43)) == ((11, 11), (2.0, 2.0))
+    pool = text_format.Parse('name: "p" type: "Pooling" pooling_param { pool: MAX global_pooling: true }',
+                             caffe_pb2.LayerParameter())
+    assert layer_class("Pooling").field_step(pool, [(1, 3, 7, 5)]).extent == (7, 5)
+    assert layer_class("ReLU").field is SAME and layer_class("Concat").field is SAME
+    assert layer_class("InnerProduct").field.apply((3, 3), (1, 1), [(1, 3, 4, 4)], (1, 10)) == GLOBAL
+    assert layer_class("Crop").field.bottoms == 1
+    assert layer_class("Accuracy").field_step(caffe_pb2.LayerParameter(), [(2, 3)]) is None
+
+
+def test_onnx_functions_belong_to_registered_types_and_register_once():
+    from pycaffe_lite import layer as registry
+    registry.onnx_exporter("ReLU")                  # loads the layers
+    assert set(registry._ONNX_EXPORTS) <= set(registry.layer_type_list())
+    assert registry.onnx_exporter("SoftmaxWithLoss") is None
+    with pytest.raises(ValueError, match="layer type 'ReLU' has two ONNX exports"):
+        registry.onnx_export("ReLU")(lambda g, layer, bottoms, tops: None)

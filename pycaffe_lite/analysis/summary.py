@@ -20,24 +20,18 @@ What is counted:
     pixel, and the stride between neighbouring outputs in input pixels.  Two
     stacked 3x3 convolutions see 5x5, three 7x7.  Outputs with no spatial
     axes (after an InnerProduct, say) see the whole input: "global";
+  * each layer type says its own multiply-adds and receptive-field step
+    (Layer.madds, Layer.field_step, through the registry);
   * activation memory: the bytes of every blob the layer writes, for the
     whole batch (a top computed in place reuses its bottom and adds nothing);
     training keeps as much again for the gradients (diff).
 """
 import dataclasses
-import math
 
 import numpy as np
 
-from ..geometry import GLOBAL, conv_extent, conv_spatial, pool_window
-
-# Layers whose output pixel i sees exactly input pixel i (pointwise, channel-wise or
-# stacking along channels): the receptive field passes through, the widest one of the bottoms.
-_SPATIAL_IDENTITY = {
-    "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Concat", "Dropout", "Eltwise", "ELU", "Exp", "Log", "LRN",
-    "MVN", "Power", "PReLU", "ReLU", "Scale", "Sigmoid", "Silence", "Softmax", "Split", "Swish", "TanH",
-    "Threshold", "Slice", "Crop", "Tile", "Filter", "BatchReindex", "Reshape", "Flatten", "ArgMax",
-}
+from ..geometry import GLOBAL
+from ..layer import layer_class
 
 
 @dataclasses.dataclass
@@ -99,60 +93,23 @@ def _widest(fields):
     return rf, stride
 
 
-def _propagate(layer_type, layer_param, bottom_fields, bottom_shapes, top_shape):
-    """The (receptive field, stride) of a layer's top from its bottoms', or GLOBAL / None."""
+def _propagate(step, bottom_fields, bottom_shapes, top_shape):
+    """The (receptive field, stride) of a layer's top from its bottoms' and the layer's FieldStep
+    (None: the layer does not say), or GLOBAL / None."""
     if not bottom_fields:   # a data or input layer: the input itself
         if _is_spatial(top_shape):
             n = len(top_shape) - 2
             return (1,) * n, (1,) * n
         return None
-    source = _widest(bottom_fields[:1] if layer_type == "Crop" else bottom_fields)
+    used = bottom_fields if step is None or step.bottoms is None else bottom_fields[:step.bottoms]
+    source = _widest(used)
     if source is None or source == GLOBAL:
         return source
-    rf, stride = source
-    n = len(rf)
     if not _is_spatial(top_shape):
         return GLOBAL
-    if layer_type in ("Convolution", "Im2col"):
-        kernel, step, _pad, dilation = conv_spatial(layer_param, n)
-        extent = conv_extent(kernel, dilation)
-        return (tuple(r + (e - 1) * s for r, e, s in zip(rf, extent, stride)),
-                tuple(s * t for s, t in zip(stride, step)))
-    if layer_type == "Pooling":
-        kernel, step, _pad = pool_window(layer_param, bottom_shapes[0])
-        return (tuple(r + (k - 1) * s for r, k, s in zip(rf, kernel, stride)),
-                tuple(s * t for s, t in zip(stride, step)))
-    if layer_type == "Deconvolution":
-        kernel, step, _pad, dilation = conv_spatial(layer_param, n)
-        extent = conv_extent(kernel, dilation)
-        # One output pixel gathers ceil(extent / step) neighbouring input pixels.
-        return (tuple(r + (math.ceil(e / t) - 1) * s for r, e, s, t in zip(rf, extent, stride, step)),
-                tuple(s / t for s, t in zip(stride, step)))
-    if layer_type in ("SPP", "InnerProduct", "Embed", "Reduction"):
-        return GLOBAL
-    if layer_type in _SPATIAL_IDENTITY or layer_param.type == "Python":
-        if all(tuple(b[2:]) == tuple(top_shape[2:]) for b in bottom_shapes[:1] if _is_spatial(b)):
-            return rf, stride
-    return None  # a layer whose spatial mapping we do not know
-
-
-# ---------------------------------------------------------------------------
-# multiply-adds
-# ---------------------------------------------------------------------------
-def _madds(layer, bottoms, tops):
-    """Multiply-adds of one forward pass over the whole batch."""
-    kind = layer.type
-    if not layer.blobs:
-        return 0
-    weight = layer.blobs[0]
-    if kind == "Convolution":
-        return tops[0].count * int(np.prod(weight.shape[1:]))  # per output: C_in/group * kh * kw
-    if kind == "Deconvolution":
-        return bottoms[0].count * int(np.prod(weight.shape[1:]))  # per input: C_out/group * kh * kw
-    if kind == "InnerProduct":
-        axis = bottoms[0].canonical_axis(layer.layer_param.inner_product_param.axis)
-        return tops[0].count * bottoms[0].count_between(axis)
-    return 0
+    if step is None:
+        return None  # a layer whose spatial mapping we do not know
+    return step.apply(*source, bottom_shapes, top_shape)
 
 
 # ---------------------------------------------------------------------------
@@ -190,9 +147,10 @@ def summarize(net, batch=None, phase=None, level=0, stages=(), include_splits=Fa
         bottom_names, top_names = net.bottom_names[name], net.top_names[name]
         bottom_fields = [fields.get(b) for b in bottom_names]
         bottom_shapes = [tuple(b.shape) for b in bottoms]
+        kind = layer_class(layer.type, name)     # the registered type (a Python layer's too)
+        step = kind.field_step(layer.layer_param, bottom_shapes) if bottom_shapes else None
         for top_name, top in zip(top_names, tops):
-            fields[top_name] = _propagate(layer.type, layer.layer_param, bottom_fields, bottom_shapes,
-                                          tuple(top.shape))
+            fields[top_name] = _propagate(step, bottom_fields, bottom_shapes, tuple(top.shape))
         params = 0
         for blob in layer.blobs:
             if id(blob) not in seen_params:
@@ -208,7 +166,7 @@ def summarize(net, batch=None, phase=None, level=0, stages=(), include_splits=Fa
         if layer.type == "Split" and not include_splits:
             continue
         field = fields[top_names[0]] if top_names else None
-        madds = _madds(layer, bottoms, tops)
+        madds = kind.madds(layer.layer_param, bottom_shapes, [tuple(t.shape) for t in tops])
         n = tops[0].shape[0] if tops and tops[0].shape else batch_size
         rows.append(LayerSummary(
             name=name, type=layer.type, top_shapes=[tuple(t.shape) for t in tops], params=params,

@@ -11,8 +11,9 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..geometry import SAME, WHOLE
 from ..kernels.elementwise import channel_affine
-from ..layer import Layer, register
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 
 
@@ -26,12 +27,6 @@ def canonical_axis(layer, axis, num_axes, what="axis"):
 
 def count(shape, start=0, end=None):
     return int(np.prod(shape[start:end], dtype=np.int64))
-
-
-def param_wanted(layer, i):
-    """Whether parameter i needs a gradient: the Net sets `param_propagate_down`
-    from lr_mult (Caffe's set_param_propagate_down); True when it is not set."""
-    return layer.learns_param(i)
 
 
 def scatter_add(xp, target, index, values):
@@ -58,16 +53,25 @@ class InnerProductLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = WHOLE
 
     @classmethod
     def param_shapes(cls, layer_param, bottom_shapes=None):
         p = layer_param.inner_product_param
         N = int(p.num_output)
-        K = None
-        if bottom_shapes:
-            shape = tuple(bottom_shapes[0])
-            K = count(shape, p.axis + len(shape) if p.axis < 0 else p.axis)
+        K = cls._inputs(p, bottom_shapes[0]) if bottom_shapes else None
         return [(K, N) if p.transpose else (N, K)] + [(N,)] * bool(p.bias_term)
+
+    @classmethod
+    def madds(cls, layer_param, bottom_shapes, top_shapes):
+        """Per output element, K."""
+        return count(top_shapes[0]) * cls._inputs(layer_param.inner_product_param, bottom_shapes[0])
+
+    @staticmethod
+    def _inputs(p, bottom_shape):
+        """K: the elements of the bottom's axes from `axis` on."""
+        shape = tuple(bottom_shape)
+        return count(shape, p.axis + len(shape) if p.axis < 0 else p.axis)
 
     def setup(self, bottom, top):
         p = self.layer_param.inner_product_param
@@ -131,10 +135,10 @@ class InnerProductLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         xp = get_array_module(top[0].diff)
         g = top[0].diff.reshape(self.M, self.num_output)
-        if param_wanted(self, 0):
+        if self.learns_param(0):
             x = self.product_input(bottom[0]).reshape(self.M, self.K)
             self.add_weight_diff((x.T @ g) if self.transpose else (g.T @ x))
-        if self.bias_term and param_wanted(self, 1):
+        if self.bias_term and self.learns_param(1):
             self.blobs[1].diff += g.sum(axis=0)
         if propagate_down[0]:
             w = self.backward_product_weights()
@@ -149,6 +153,7 @@ class SoftmaxLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def reshape(self, bottom, top):
         self.axis = canonical_axis(self, self.layer_param.softmax_param.axis, len(bottom[0].shape))
@@ -181,6 +186,7 @@ class EltwiseLayer(Layer):
     """
     num_bottom = (2, None)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         p = self.layer_param.eltwise_param
@@ -283,6 +289,7 @@ class MVNLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         p = self.layer_param.mvn_param
@@ -326,6 +333,7 @@ class EmbedLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = WHOLE
 
     @classmethod
     def param_shapes(cls, layer_param, bottom_shapes=None):
@@ -372,9 +380,9 @@ class EmbedLayer(Layer):
         if propagate_down[0]:
             raise ValueError(self.error("can't backpropagate to its input (the indices)"))
         g = top[0].diff.reshape(-1, self.num_output)
-        if param_wanted(self, 0):
+        if self.learns_param(0):
             scatter_add(get_array_module(g), self.blobs[0].diff, self._index, g)
-        if self.bias_term and param_wanted(self, 1):
+        if self.bias_term and self.learns_param(1):
             self.blobs[1].diff += g.sum(axis=0)
 
 
@@ -390,6 +398,7 @@ class ReductionLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = WHOLE
 
     def setup(self, bottom, top):
         p = self.layer_param.reduction_param
@@ -443,6 +452,7 @@ class ArgMaxLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         p = self.layer_param.argmax_param
@@ -512,7 +522,7 @@ class ParameterLayer(Layer):
         top[0].data = self.blobs[0].data
 
     def backward(self, top, propagate_down, bottom):
-        if param_wanted(self, 0):
+        if self.learns_param(0):
             self.blobs[0].diff += top[0].diff
 
 
@@ -566,6 +576,7 @@ class BiasLayer(Layer):
     """
     num_bottom = (1, 2)
     num_top = (1, 1)
+    field = SAME
 
     @classmethod
     def param_shapes(cls, layer_param, bottom_shapes=None):
@@ -594,7 +605,7 @@ class BiasLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         g = top[0].diff
         if len(bottom) == 1:
-            if param_wanted(self, 0):
+            if self.learns_param(0):
                 self.blobs[0].diff += _per_channel_sum(g, *self.dims, self.blobs[0].shape)
         elif propagate_down[1]:
             bottom[1].diff = _per_channel_sum(g, *self.dims, bottom[1].shape)
@@ -613,6 +624,7 @@ class ScaleLayer(Layer):
     """
     num_bottom = (1, 2)
     num_top = (1, 1)
+    field = SAME
 
     @classmethod
     def param_shapes(cls, layer_param, bottom_shapes=None):
@@ -663,13 +675,102 @@ class ScaleLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         g = top[0].diff
         scale = self._scale(bottom)
-        if self.bias_term and param_wanted(self, len(self.blobs) - 1):
+        if self.bias_term and self.learns_param(len(self.blobs) - 1):
             self.blobs[-1].diff += _per_channel_sum(g, *self.bias_dims, self.blobs[-1].shape)
         if len(bottom) == 1:
-            if param_wanted(self, 0):
+            if self.learns_param(0):
                 scale.diff += _per_channel_sum(g * self._x, *self.dims, scale.shape)
         elif propagate_down[1]:
             scale.diff = _per_channel_sum(g * self._x, *self.dims, scale.shape)
         if propagate_down[0]:
             outer, dim, inner = self.dims
             bottom[0].diff = (g.reshape(outer, dim, inner) * scale.data.reshape(1, dim, 1)).reshape(g.shape)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("InnerProduct")
+def _inner_product_to_onnx(g, layer, bottoms, tops):
+    q, name, y = layer.layer_param.inner_product_param, layer.name, tops[0]
+    weight, *bias = g.params(layer)
+    flat = g.tmp(name, "flat")
+    g.node("Flatten", bottoms[:1], [flat], name=f"{name}/flatten", axis=int(q.axis))
+    inputs = [flat, g.const(f"{name}/W", weight)]
+    if bias:
+        inputs.append(g.const(f"{name}/B", bias[0]))
+    out_shape = g.shape(y)
+    gemm_out = y if len(out_shape) == 2 else g.tmp(name, "gemm")
+    g.node("Gemm", inputs, [gemm_out], name=name, transB=0 if q.transpose else 1)
+    if gemm_out != y:
+        g.node("Reshape", [gemm_out, g.const(f"{name}/shape", np.array(out_shape, np.int64))], [y],
+               name=f"{name}/reshape")
+
+
+@onnx_export("Softmax")
+def _softmax_to_onnx(g, layer, bottoms, tops):
+    g.node("Softmax", bottoms, tops, name=layer.name, axis=int(layer.layer_param.softmax_param.axis))
+
+
+@onnx_export("Eltwise")
+def _eltwise_to_onnx(g, layer, bottoms, tops):
+    q, name, y = layer.layer_param.eltwise_param, layer.name, tops[0]
+    if q.operation == EltwiseOp.SUM:      # with optional coefficients
+        terms = []
+        coeffs = list(q.coeff) or [1.0] * len(bottoms)
+        for i, (b, c) in enumerate(zip(bottoms, coeffs)):
+            if c == 1:
+                terms.append(b)
+            else:
+                t = g.tmp(name, f"coeff{i}")
+                g.node("Mul", [b, g.const(f"{name}/c{i}", np.array(c, np.float32))], [t], name=f"{name}/mul{i}")
+                terms.append(t)
+        g.node("Sum", terms, [y], name=name)
+    elif q.operation == EltwiseOp.PROD:
+        if len(bottoms) == 2:
+            g.node("Mul", bottoms, [y], name=name)
+        else:
+            cur = bottoms[0]
+            for i, b in enumerate(bottoms[1:]):
+                nxt = y if i == len(bottoms) - 2 else g.tmp(name, f"prod{i}")
+                g.node("Mul", [cur, b], [nxt], name=f"{name}/mul{i}")
+                cur = nxt
+    else:
+        g.node("Max", bottoms, [y], name=name)
+
+
+@onnx_export("Scale", "Bias")
+def _scale_bias_to_onnx(g, layer, bottoms, tops):
+    p, name, y = layer.layer_param, layer.name, tops[0]
+    q = p.scale_param if layer.type == "Scale" else p.bias_param
+    params = g.params(layer)
+    in_shape = g.shape(bottoms[0])
+    axis = q.axis if q.axis >= 0 else len(in_shape) + q.axis
+
+    def broadcast(array):
+        return array.reshape(array.shape + (1,) * (len(in_shape) - axis - array.ndim))
+
+    cur = bottoms[0]
+    if layer.type == "Scale":
+        if len(bottoms) > 1:
+            factor = bottoms[1]
+            other = g.shape(bottoms[1])
+            trailing = len(in_shape) - axis - len(other)
+            if trailing:
+                shaped = g.tmp(name, "factor")
+                g.node("Reshape", [factor, g.const(f"{name}/fshape", np.array(
+                    list(other) + [1] * trailing, np.int64))], [shaped], name=f"{name}/reshape")
+                factor = shaped
+            rest = params
+        else:
+            factor = g.const(f"{name}/gamma", broadcast(params[0]))
+            rest = params[1:]
+        out = y if not rest else g.tmp(name, "scaled")
+        g.node("Mul", [cur, factor], [out], name=name if not rest else f"{name}/mul")
+        cur = out
+        bias = rest[0] if rest else None
+    else:
+        bias = params[0] if params else None
+        if bias is None:
+            g.node("Add", [cur, bottoms[1]], [y], name=name)
+            return
+    if bias is not None:
+        g.node("Add", [cur, g.const(f"{name}/beta", broadcast(bias))], [y], name=f"{name}/add")

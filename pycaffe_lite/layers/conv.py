@@ -29,8 +29,16 @@ from ..conv import choice, nd
 from ..conv import im2col as im2col_engine
 from ..conv.engines import get_engine
 from ..conv.geometry import ConvGeometry
-from ..geometry import conv_channel_axis, conv_num_spatial, conv_spatial, has_conv_kernel
-from ..layer import Layer, register
+from ..geometry import (
+    conv_channel_axis,
+    conv_extent,
+    conv_num_spatial,
+    conv_spatial,
+    has_conv_kernel,
+    transposed_step,
+    window_step,
+)
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 
 
@@ -63,6 +71,19 @@ def as_geometry(layer, num_spatial, group=1):
     return ConvGeometry(tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), group)
 
 
+def _field_step(layer_param, bottom_shapes, step):
+    """The kernel's dilated extent moved by the stride (a Deconvolution: the transpose of that)."""
+    kernel, stride, _, dilation = conv_spatial(layer_param, conv_num_spatial(layer_param, bottom_shapes[0]))
+    return step(conv_extent(kernel, dilation), stride)
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 def _view(array, shape):
     """array reshaped without a copy (None when that is impossible)."""
     if not array.flags.c_contiguous:
@@ -89,6 +110,10 @@ class BaseConvolutionLayer(Layer):
             kernel = conv_spatial(layer_param, conv_num_spatial(layer_param, shape))[0]
         weights = None if kernel is None else cls.weight_dims(int(p.num_output), channels, int(p.group) or 1, kernel)
         return [weights] + [(int(p.num_output),)] * bool(p.bias_term)
+
+    @classmethod
+    def field_step(cls, layer_param, bottom_shapes):
+        return _field_step(layer_param, bottom_shapes, transposed_step if cls.kind == "deconv" else window_step)
 
     # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
@@ -195,9 +220,6 @@ class BaseConvolutionLayer(Layer):
         w = self.param_arrays()[0]
         return w if self.num_spatial != 1 else w.reshape(w.shape[:2] + (1, w.shape[2]))
 
-    def learns(self, i):
-        return self.learns_param(i)
-
     def _in4(self):
         return (self.num, self.channels) + self.in_hw
 
@@ -214,6 +236,11 @@ class ConvolutionLayer(BaseConvolutionLayer):
 
     Caffe's output size (in + 2p - (d(k-1)+1)) // s + 1, rounded down."""
     kind = "conv"
+
+    @classmethod
+    def madds(cls, layer_param, bottom_shapes, top_shapes):
+        """Per output element, C/group x the kernel's taps."""
+        return _count(top_shapes[0]) * _count(cls.param_shapes(layer_param, bottom_shapes)[0][1:])
 
     @staticmethod
     def weight_dims(num_output, channels, group, kernel):
@@ -258,8 +285,8 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def backward(self, top, propagate_down, bottom):
         self.choose_engine()
         w = self.backward_w4()
-        need_dw = self.learns(0)
-        need_db = self.bias_term and self.learns(1)
+        need_dw = self.learns_param(0)
+        need_db = self.bias_term and self.learns_param(1)
         for i, (y, down, x) in enumerate(zip(top, propagate_down, bottom)):
             dy = y.diff.reshape(self._out4())
             if need_db:
@@ -284,6 +311,11 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     With a `bilinear` weight filler, stride f and kernel 2f - f % 2 it is the
     classic learnable upsampling layer."""
     kind = "deconv"
+
+    @classmethod
+    def madds(cls, layer_param, bottom_shapes, top_shapes):
+        """Per input element, K/group x the kernel's taps."""
+        return _count(bottom_shapes[0]) * _count(cls.param_shapes(layer_param, bottom_shapes)[0][1:])
 
     @staticmethod
     def weight_dims(num_output, channels, group, kernel):
@@ -315,8 +347,8 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         self.choose_engine()
         weight = self.blobs[0]
         w = self.w4()
-        need_dw = self.learns(0)
-        need_db = self.bias_term and self.learns(1)
+        need_dw = self.learns_param(0)
+        need_db = self.bias_term and self.learns_param(1)
         for y, down, x in zip(top, propagate_down, bottom):
             dy = y.diff.reshape(self._out4())
             if need_db:
@@ -341,6 +373,10 @@ class Im2colLayer(Layer):
     `convolution_param` (num_output and group are not used)."""
     num_bottom = (1, 1)
     num_top = (1, 1)
+
+    @classmethod
+    def field_step(cls, layer_param, bottom_shapes):
+        return _field_step(layer_param, bottom_shapes, window_step)
 
     def setup(self, bottom, top):
         self.channel_axis, self.num_spatial = parse_spatial(self, bottom[0])
@@ -388,3 +424,19 @@ class Im2colLayer(Layer):
         dx = im2col_engine.col2im(cols, x_shape, self.geom, out=dx_out)
         if dx_out is None:
             bottom[0].diff = dx.reshape(bottom[0].shape)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Convolution", "Deconvolution")
+def _conv_to_onnx(g, layer, bottoms, tops):
+    name = layer.name
+    if layer.layer_param.convolution_param.axis != 1 or len(g.shape(bottoms[0])) != 4:
+        raise ValueError(f"layer '{name}': only 2-D convolutions (N, C, H, W) export to ONNX")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv_spatial(layer.layer_param, 2)
+    params = g.params(layer)
+    inputs = [bottoms[0], g.const(f"{name}/W", params[0])]
+    if len(params) > 1:
+        inputs.append(g.const(f"{name}/B", params[1]))
+    g.node("Conv" if layer.type == "Convolution" else "ConvTranspose", inputs, tops[:1], name=name,
+           kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[dh, dw],
+           group=int(layer.layer_param.convolution_param.group))

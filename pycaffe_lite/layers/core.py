@@ -3,7 +3,8 @@ import importlib
 
 from .. import fillers
 from ..backend import get_array_module
-from ..layer import Layer, register
+from ..geometry import SAME
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 
 
@@ -44,6 +45,7 @@ class SplitLayer(Layer):
     """One bottom shared by several tops; the gradients of the tops add up."""
     num_bottom = (1, 1)
     num_top = (1, None)
+    field = SAME
 
     def reshape(self, bottom, top):
         for blob in top:
@@ -67,6 +69,7 @@ class SilenceLayer(Layer):
     """Swallows its bottoms (so they are not net outputs); passes zero gradients."""
     num_bottom = (1, None)
     num_top = (0, 0)
+    field = SAME
 
     def reshape(self, bottom, top):
         pass
@@ -153,6 +156,7 @@ def python_layer_class(layer_param):
 @register("Python")
 class PythonLayer(Layer):
     """`type: "Python"`: builds the user's Layer subclass from python_param, as pycaffe does."""
+    field = SAME
 
     def __new__(cls, layer_param=None, phase=None):
         if cls is PythonLayer and layer_param is not None:
@@ -165,3 +169,21 @@ class PythonLayer(Layer):
             layer.type = "Python"
             return layer
         return super().__new__(cls)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Input")
+def _input_to_onnx(g, layer, bottoms, tops):
+    for top in tops:
+        g.input(top, g.shape(top))
+
+
+@onnx_export("Split")
+def _split_to_onnx(g, layer, bottoms, tops):
+    for top in tops:
+        g.node("Identity", bottoms[:1], [top], name=f"{layer.name}/{top}")
+
+
+@onnx_export("Silence")
+def _silence_to_onnx(g, layer, bottoms, tops):
+    pass

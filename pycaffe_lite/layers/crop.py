@@ -1,6 +1,9 @@
 """Crop with BVLC Caffe's semantics."""
+import numpy as np
+
 from ..backend import get_array_module
-from ..layer import Layer, register
+from ..geometry import FieldStep
+from ..layer import Layer, onnx_export, register
 
 
 # ---------------------------------------------------------------------------
@@ -16,6 +19,7 @@ class CropLayer(Layer):
     """
     num_bottom = (2, 2)
     num_top = (1, 1)
+    field = FieldStep("same", bottoms=1)     # the reference bottom only gives the size
 
     def setup(self, bottom, top):
         p = self.layer_param.crop_param
@@ -63,3 +67,21 @@ class CropLayer(Layer):
             bottom[0].diff = grad
         if propagate_down[1]:
             bottom[1].diff = get_array_module(bottom[1].data).zeros(bottom[1].shape, bottom[1].dtype)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Crop")
+def _crop_to_onnx(g, layer, bottoms, tops):
+    q, name = layer.layer_param.crop_param, layer.name
+    in_shape, ref_shape = g.shape(bottoms[0]), g.shape(bottoms[1])
+    axis = q.axis if q.axis >= 0 else len(in_shape) + q.axis
+    offsets = list(q.offset)
+    starts, ends, axes = [], [], []
+    for i, a in enumerate(range(axis, len(in_shape))):
+        off = offsets[0] if len(offsets) == 1 else (offsets[i] if offsets else 0)
+        starts.append(off)
+        ends.append(off + ref_shape[a])
+        axes.append(a)
+    g.node("Slice", [bottoms[0], g.const(f"{name}/starts", np.array(starts, np.int64)),
+                     g.const(f"{name}/ends", np.array(ends, np.int64)),
+                     g.const(f"{name}/axes", np.array(axes, np.int64))], tops[:1], name=name)

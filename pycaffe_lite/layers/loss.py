@@ -19,16 +19,6 @@ LOG_THRESHOLD = 1e-20   # Caffe's kLOG_THRESHOLD
 NORM = caffe_pb2.LossParameter
 
 
-def normalization_mode(loss_param, default):
-    """The NormalizationMode in force: `normalization` if set, else the legacy `normalize`
-    (true = VALID, false = BATCH_SIZE), else `default`."""
-    if loss_param.HasField("normalization"):
-        return loss_param.normalization
-    if loss_param.HasField("normalize"):
-        return NORM.VALID if loss_param.normalize else NORM.BATCH_SIZE
-    return default
-
-
 def normalizer(mode, outer_num, inner_num, valid_count):
     """Caffe's get_normalizer: FULL = outer*inner, VALID = valid_count, BATCH_SIZE = outer,
     NONE = 1; never below 1 (a batch with only ignored labels gives loss 0, not NaN)."""
@@ -113,11 +103,7 @@ class SoftmaxWithLossLayer(_ScalarLoss):
     top[1] (optional): the probabilities p.
     """
     num_top = (1, 2)
-
-    def setup(self, bottom, top):
-        lp = self.layer_param.loss_param
-        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
-        self.mode = normalization_mode(lp, NORM.VALID)
+    normalization = NORM.VALID
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
@@ -249,11 +235,7 @@ class SigmoidCrossEntropyLossLayer(_ScalarLoss):
 
     valid excludes targets equal to ignore_label; normalization defaults to BATCH_SIZE.
     """
-
-    def setup(self, bottom, top):
-        lp = self.layer_param.loss_param
-        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
-        self.mode = normalization_mode(lp, NORM.BATCH_SIZE)
+    normalization = NORM.BATCH_SIZE
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
@@ -352,16 +334,15 @@ class InfogainLossLayer(_ScalarLoss):
     """
     num_bottom = (2, 3)
     num_top = (1, 2)
+    normalization = NORM.VALID
 
     def allow_force_backward(self, bottom_index):
         return bottom_index == 0
 
     def setup(self, bottom, top):
-        lp = self.layer_param.loss_param
-        if lp.HasField("normalize"):
+        if self.layer_param.loss_param.HasField("normalize"):
             raise ValueError(self.error("uses the deprecated loss_param.normalize; use normalization"))
-        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
-        self.mode = lp.normalization
+        super().setup(bottom, top)
         self.H_file = None
         if len(bottom) < 3:
             p = self.layer_param.infogain_loss_param

@@ -10,8 +10,9 @@ of Power, AVE Pooling and Eltwise, through the pooling array functions.
 import numpy as np
 
 from ..backend import get_array_module
+from ..geometry import SAME
 from ..kernels import lrn as lrn_kernels
-from ..layer import Layer, register
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 from .pooling import _needs_4d, ave_pool_backward, ave_pool_forward, use_numba
 
@@ -93,6 +94,7 @@ class LRNLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         p = self.layer_param.lrn_param
@@ -123,3 +125,28 @@ class LRNLayer(Layer):
         else:
             grad = lrn_within_backward(top[0].diff, self.x, self.scale, self.size, self.alpha, self.beta)
         bottom[0].diff = grad
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("LRN")
+def _lrn_to_onnx(g, layer, bottoms, tops):
+    q, name, x, y = layer.layer_param.lrn_param, layer.name, bottoms[0], tops[0]
+    if q.norm_region == 0:   # ACROSS_CHANNELS: ONNX's LRN is Caffe's formula
+        g.node("LRN", [x], [y], name=name, size=int(q.local_size), alpha=float(q.alpha),
+               beta=float(q.beta), bias=float(q.k))
+        return
+    # WITHIN_CHANNEL: x / (1 + alpha * avgpool(x^2))^beta, the pool padded and counting the padding.
+    size, pad = int(q.local_size), (int(q.local_size) - 1) // 2
+    square = g.tmp(name, "square")
+    g.node("Mul", [x, x], [square], name=f"{name}/square")
+    pooled = g.tmp(name, "pooled")
+    g.node("AveragePool", [square], [pooled], name=f"{name}/pool", kernel_shape=[size, size],
+           strides=[1, 1], pads=[pad, pad, pad, pad], count_include_pad=1)
+    scaled = g.tmp(name, "scaled")
+    g.node("Mul", [pooled, g.const(f"{name}/alpha", np.array(q.alpha, np.float32))], [scaled],
+           name=f"{name}/alpha")
+    base = g.tmp(name, "base")
+    g.node("Add", [scaled, g.const(f"{name}/one", np.array(1.0, np.float32))], [base], name=f"{name}/one")
+    denom = g.tmp(name, "denom")
+    g.node("Pow", [base, g.const(f"{name}/beta", np.array(q.beta, np.float32))], [denom], name=f"{name}/pow")
+    g.node("Div", [x, denom], [y], name=name)

@@ -15,9 +15,8 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..kernels import elementwise
-from ..layer import NeuronLayer, register
+from ..layer import NeuronLayer, onnx_export, register
 from ..proto import caffe_pb2
-from .common import param_wanted
 
 
 class PointwiseLayer(NeuronLayer):
@@ -406,7 +405,7 @@ class PReLULayer(NeuronLayer):
         xp = get_array_module(g)
         negative = x <= 0
         # Parameter gradient first: in place, bottom's diff is top's diff.
-        if param_wanted(self, 0):
+        if self.learns_param(0):
             slope_grad = xp.where(negative, g * x, 0)
             if self.channel_shared:
                 self.blobs[0].diff += slope_grad.sum().reshape(self.blobs[0].shape)
@@ -414,3 +413,55 @@ class PReLULayer(NeuronLayer):
                 self.blobs[0].diff += slope_grad.sum(axis=(0,) + tuple(range(2, x.ndim)))
         if propagate_down[0]:
             bottom[0].diff = xp.where(negative, g * self._slope(x), g)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Dropout")
+def _dropout_to_onnx(g, layer, bottoms, tops):
+    g.node("Identity", bottoms, tops, name=layer.name)
+
+
+@onnx_export("ReLU")
+def _relu_to_onnx(g, layer, bottoms, tops):
+    slope = layer.layer_param.relu_param.negative_slope
+    if slope:
+        g.node("LeakyRelu", bottoms, tops, name=layer.name, alpha=float(slope))
+    else:
+        g.node("Relu", bottoms, tops, name=layer.name)
+
+
+_ONNX_POINTWISE = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs", "BNLL": "Softplus"}
+
+
+@onnx_export(*_ONNX_POINTWISE)
+def _pointwise_to_onnx(g, layer, bottoms, tops):
+    g.node(_ONNX_POINTWISE[layer.type], bottoms, tops, name=layer.name)
+
+
+@onnx_export("ELU")
+def _elu_to_onnx(g, layer, bottoms, tops):
+    g.node("Elu", bottoms, tops, name=layer.name, alpha=float(layer.layer_param.elu_param.alpha))
+
+
+@onnx_export("PReLU")
+def _prelu_to_onnx(g, layer, bottoms, tops):
+    shape = g.shape(bottoms[0])
+    channels, rank = shape[1], len(shape)
+    slope = np.broadcast_to(g.params(layer)[0].reshape(-1), (channels,)).reshape((channels,) + (1,) * (rank - 2))
+    g.node("PRelu", [bottoms[0], g.const(f"{layer.name}/slope", np.ascontiguousarray(slope))], tops,
+           name=layer.name)
+
+
+@onnx_export("Power")
+def _power_to_onnx(g, layer, bottoms, tops):
+    q, name = layer.layer_param.power_param, layer.name
+    cur = bottoms[0]
+    if q.scale != 1:
+        nxt = g.tmp(name, "scaled")
+        g.node("Mul", [cur, g.const(f"{name}/scale", np.array(q.scale, np.float32))], [nxt], name=f"{name}/mul")
+        cur = nxt
+    if q.shift != 0:
+        nxt = g.tmp(name, "shifted")
+        g.node("Add", [cur, g.const(f"{name}/shift", np.array(q.shift, np.float32))], [nxt], name=f"{name}/add")
+        cur = nxt
+    g.node("Pow", [cur, g.const(f"{name}/power", np.array(q.power, np.float32))], tops, name=name)

@@ -6,9 +6,12 @@
 Caffe's BatchNorm only normalizes; the learned affine part is a Scale layer.
 (MVN, the other normalization, lives with the common layers.)
 """
+import numpy as np
+
 from ..backend import get_array_module
+from ..geometry import SAME
 from ..kernels import elementwise
-from ..layer import Layer, register
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 
 
@@ -32,6 +35,7 @@ class BatchNormLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     @classmethod
     def param_shapes(cls, layer_param, bottom_shapes=None):
@@ -125,3 +129,21 @@ class BatchNormLayer(Layer):
             d = (g - g.mean(axis=(0, 2), keepdims=True)
                  - y * (g * y).mean(axis=(0, 2), keepdims=True)) / self._std
         bottom[0].diff = d.reshape(bottom[0].shape)
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("BatchNorm")
+def _batch_norm_to_onnx(g, layer, bottoms, tops):
+    p, name = layer.layer_param.batch_norm_param, layer.name
+    mean, var, factor = g.params(layer)
+    s = 0.0 if factor.reshape(-1)[0] == 0 else 1.0 / factor.reshape(-1)[0]
+    if layer.phase == 0 and not (p.HasField("use_global_stats") and p.use_global_stats):
+        raise ValueError(f"layer '{name}': a BatchNorm using batch statistics (TRAIN phase) "
+                         "cannot be exported; build the net in the TEST phase")
+    channels = mean.size
+    g.node("BatchNormalization",
+           [bottoms[0], g.const(f"{name}/scale", np.ones(channels, np.float32)),
+            g.const(f"{name}/bias", np.zeros(channels, np.float32)),
+            g.const(f"{name}/mean", (mean * s).astype(np.float32)),
+            g.const(f"{name}/var", (var * s).astype(np.float32))],
+           tops, name=name, epsilon=float(p.eps))

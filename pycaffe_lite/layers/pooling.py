@@ -23,9 +23,9 @@ import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module, reused
-from ..geometry import pool_spatial
+from ..geometry import pool_spatial, pool_window, window_step
 from ..kernels import pooling as pooling_kernels
-from ..layer import Layer, register
+from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -333,6 +333,11 @@ class PoolingLayer(Layer):
     num_bottom = (1, 1)
     num_top = (1, 2)
 
+    @classmethod
+    def field_step(cls, layer_param, bottom_shapes):
+        kernel, stride, _ = pool_window(layer_param, bottom_shapes[0])
+        return window_step(kernel, stride)
+
     def setup(self, bottom, top):
         p = self.layer_param.pooling_param
         self.pool = p.pool
@@ -393,3 +398,25 @@ class PoolingLayer(Layer):
         else:
             grad = sto_pool_backward_test(dy, bottom[0].data, self.kernel, self.stride, self.in_size)
         bottom[0].diff = grad
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Pooling")
+def _pooling_to_onnx(g, layer, bottoms, tops):
+    p, name = layer.layer_param, layer.name
+    q = p.pooling_param
+    shape = g.shape(bottoms[0])
+    method = {0: "Max", 1: "Average"}.get(q.pool)
+    if method is None:
+        raise ValueError(f"layer '{name}': STOCHASTIC pooling has no ONNX counterpart")
+    if q.global_pooling:
+        g.node(f"Global{method}Pool", bottoms, tops[:1], name=name)
+        return
+    (kh, kw), (sh, sw), (ph, pw) = pool_window(p, shape)
+    if (kh, kw) == tuple(shape[2:]) and not (ph or pw):
+        g.node(f"Global{method}Pool", bottoms, tops[:1], name=name)
+        return
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, ph, pw], "ceil_mode": 1}
+    if method == "Average":
+        attrs["count_include_pad"] = 1
+    g.node(f"{method}Pool", bottoms, tops[:1], name=name, **attrs)

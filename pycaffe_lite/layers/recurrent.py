@@ -255,8 +255,7 @@ class RecurrentLayer(Layer):
                 bottom[2].diff = (d_static @ self.blobs[2].data).reshape(bottom[2].shape)
 
     def _add_param_diff(self, i, grad):
-        wanted = getattr(self, "param_propagate_down", None)
-        if wanted is None or i >= len(wanted) or wanted[i]:
+        if self.learns_param(i):
             self.blobs[i].diff += grad
 
     def forward(self, bottom, top):

@@ -10,7 +10,8 @@ bottom a view of the top's diff in `backward`.
 import numpy as np
 
 from ..backend import get_array_module
-from ..layer import Layer, register
+from ..geometry import SAME
+from ..layer import Layer, onnx_export, register
 from .common import canonical_axis, count, scatter_add
 
 
@@ -42,6 +43,7 @@ class ConcatLayer(Layer):
     """
     num_bottom = (1, None)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         _axis_or_legacy_check(self, self.layer_param.concat_param, "concat_dim")
@@ -88,6 +90,7 @@ class SliceLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, None)
+    field = SAME
 
     def setup(self, bottom, top):
         _axis_or_legacy_check(self, self.layer_param.slice_param, "slice_dim")
@@ -145,6 +148,7 @@ class _ViewLayer(Layer):
     """A top that is the bottom under another shape (Caffe's ShareData / ShareDiff)."""
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         if top[0] is bottom[0]:
@@ -230,6 +234,7 @@ class TileLayer(Layer):
     Backward sums the copies."""
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = SAME
 
     def setup(self, bottom, top):
         p = self.layer_param.tile_param
@@ -266,6 +271,7 @@ class FilterLayer(Layer):
     """
     num_bottom = (2, None)
     num_top = (1, None)
+    field = SAME
 
     def setup(self, bottom, top):
         if len(top) != len(bottom) - 1:
@@ -322,6 +328,7 @@ class BatchReindexLayer(Layer):
     """
     num_bottom = (2, 2)
     num_top = (1, 1)
+    field = SAME
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
@@ -349,3 +356,36 @@ class BatchReindexLayer(Layer):
             diff = xp.zeros(bottom[0].shape, bottom[0].dtype)
             scatter_add(xp, diff, self._index, g)
             bottom[0].diff = diff
+
+
+# ---- ONNX ---------------------------------------------------------------------
+@onnx_export("Concat")
+def _concat_to_onnx(g, layer, bottoms, tops):
+    q = layer.layer_param.concat_param
+    axis = q.axis if q.HasField("axis") or not q.HasField("concat_dim") else q.concat_dim
+    g.node("Concat", bottoms, tops, name=layer.name, axis=int(axis))
+
+
+@onnx_export("Flatten")
+def _flatten_to_onnx(g, layer, bottoms, tops):
+    q = layer.layer_param.flatten_param
+    rank = len(g.shape(bottoms[0]))
+    end = q.end_axis if q.end_axis >= 0 else rank + q.end_axis
+    if end == rank - 1:
+        g.node("Flatten", bottoms, tops, name=layer.name, axis=int(q.axis))
+    else:
+        g.reshape(layer.name, bottoms[0], tops[0], g.shape(tops[0]))
+
+
+@onnx_export("Reshape")
+def _reshape_to_onnx(g, layer, bottoms, tops):
+    g.reshape(layer.name, bottoms[0], tops[0], g.shape(tops[0]))
+
+
+@onnx_export("Slice")
+def _slice_to_onnx(g, layer, bottoms, tops):
+    q = layer.layer_param.slice_param
+    axis = q.axis if q.HasField("axis") or not q.HasField("slice_dim") else q.slice_dim
+    sizes = [g.shape(t)[axis] for t in tops]
+    g.node("Split", [bottoms[0], g.const(f"{layer.name}/split", np.array(sizes, np.int64))], tops,
+           name=layer.name, axis=int(axis))

@@ -1,5 +1,6 @@
 """SPP (spatial pyramid pooling) with BVLC Caffe's semantics, through the pooling array functions."""
 from ..backend import get_array_module
+from ..geometry import WHOLE
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 from .pooling import (PP, _needs_4d, ave_pool_backward, ave_pool_forward, max_pool_backward_fast,
@@ -29,6 +30,7 @@ class SPPLayer(Layer):
     """
     num_bottom = (1, 1)
     num_top = (1, 1)
+    field = WHOLE
 
     def setup(self, bottom, top):
         p = self.layer_param.spp_param
