@@ -50,7 +50,7 @@ setup(
         "mpi": ["mpich>=4.3", "mpi4py>=4.0"],
         # build: tests/packaging builds the wheel; tensorboard: its EventAccumulator reads the events back;
         # ruff: tests/test_lint.py (pinned: a newer ruff may add findings under the same rule set)
-        "test": ["pytest>=8", "grpcio-tools==1.85.1", "h5py>=3", "pydot>=2", "matplotlib>=3.7",
+        "test": ["pytest>=8", "hypothesis>=6.100", "grpcio-tools==1.85.1", "h5py>=3", "pydot>=2", "matplotlib>=3.7",
                  "onnx>=1.15", "onnxruntime>=1.17", "build>=1.2", "tensorboardX>=2.6", "tensorboard>=2.14",
                  "mpich>=4.3", "mpi4py>=4.0", "ruff==0.17.6"],
     },

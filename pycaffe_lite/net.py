@@ -165,7 +165,14 @@ class Net(NetHelpersMixin):
             state.level = level or 0
         state.stage.extend(s for s in stages or () if s not in state.stage)
         self.phase = state.phase
-        self._init(param, state)
+        try:
+            self._init(param, state)
+        except FormatError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
+            # the net's description is wrong: say where, whatever check found it
+            message = str(exc) if self.source in str(exc) else f"{self.source}: {exc}"
+            raise FormatError(message, self.source) from exc
         if weights is not None:
             self.copy_from(weights)
 
@@ -495,11 +502,11 @@ class Net(NetHelpersMixin):
             if len(src.blobs) != len(target.blobs):
                 if not src.blobs:
                     continue
-                raise ValueError(f"{origin}: incompatible number of blobs for layer '{src.name}': "
+                raise FormatError(f"{origin}: incompatible number of blobs for layer '{src.name}': "
                                  f"source has {len(src.blobs)}, target {len(target.blobs)}")
             for j, (proto, blob) in enumerate(zip(src.blobs, target.blobs)):
                 if not blob_shape_matches(blob.shape, proto):
-                    raise ValueError(
+                    raise FormatError(
                         f"{origin}: cannot copy param {j} weights from layer '{src.name}'; shape mismatch. "
                         f"Source param shape is {blob_proto_shape(proto)}; target param shape is {blob.shape}. "
                         "To learn this layer's parameters from scratch rather than copying from a saved "

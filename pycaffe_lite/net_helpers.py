@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from . import backend
+from .io_utils import FormatError
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -199,25 +200,25 @@ class NetHelpersMixin:
             raise FileNotFoundError(f"cannot read HDF5 weights {filename}: {exc}") from None
         with handle:
             if "data" not in handle:
-                raise ValueError(f"{filename}: no 'data' group; not a Caffe HDF5 weights file")
+                raise FormatError(f"{filename}: no 'data' group; not a Caffe HDF5 weights file")
             for source_name, group in handle["data"].items():
                 target = by_name.get(source_name)
                 if target is None:
                     log.info("Ignoring source layer %s", source_name)
                     continue
                 if len(group) > len(target.blobs):
-                    raise ValueError(f"{filename}: incompatible number of blobs for layer '{source_name}': "
+                    raise FormatError(f"{filename}: incompatible number of blobs for layer '{source_name}': "
                                      f"source has {len(group)}, target {len(target.blobs)}")
                 for j, blob in enumerate(target.blobs):
                     key = str(j)
                     if key not in group:
                         if (id(target), id(blob)) not in owners:
                             continue  # weight-shared in the target, written under its owner
-                        raise ValueError(f"{filename}: incompatible number of blobs for layer "
+                        raise FormatError(f"{filename}: incompatible number of blobs for layer "
                                          f"'{source_name}': param {j} is missing")
                     dataset = group[key]
                     if tuple(dataset.shape) != tuple(blob.shape):   # checked before reading a byte
-                        raise ValueError(f"{filename}: cannot load param {j} of layer '{source_name}': "
+                        raise FormatError(f"{filename}: cannot load param {j} of layer '{source_name}': "
                                          f"file shape {tuple(dataset.shape)}, net shape {blob.shape}")
                     blob.data[...] = blob._xp.asarray(dataset[()].astype(blob.dtype, copy=False))
 

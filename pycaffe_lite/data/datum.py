@@ -109,7 +109,7 @@ def check_datum_size(datum, source=None, key=None):
 def datum_to_array(datum, source=None, key=None):
     """The CHW array of a raw (not encoded) Datum: uint8 from `data`, float32 from `float_data`."""
     if datum.encoded:
-        raise ValueError("datum_to_array needs a raw Datum; decode encoded ones with decode_datum")
+        raise FormatError("datum_to_array needs a raw Datum; decode encoded ones with decode_datum")
     c, h, w = check_datum_size(datum, source, key)
     if datum.data:
         return np.frombuffer(datum.data, np.uint8).reshape(c, h, w)
@@ -217,7 +217,7 @@ def blob_proto_array(proto):
     values = proto.double_data if len(proto.double_data) else proto.data
     count = int(np.prod(shape, dtype=np.int64)) if shape else 0
     if count != len(values):
-        raise ValueError(f"BlobProto of shape {shape} holds {len(values)} values ({count} expected)")
+        raise FormatError(f"BlobProto of shape {shape} holds {len(values)} values ({count} expected)")
     return np.asarray(values, np.float32).reshape(shape)
 
 
@@ -234,7 +234,7 @@ def load_mean_file(path):
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
-        raise ValueError(f"mean file '{path}' has shape {array.shape}; expected 1xCxHxW")
+        raise FormatError(f"mean file '{path}' has shape {array.shape}; expected 1xCxHxW")
     return array
 
 

@@ -5,6 +5,7 @@ weights may be stored as sign bits instead (our packed_signs / packed_scale fiel
 import numpy as np
 
 from .. import backend
+from ..io_utils import FormatError
 from . import caffe_pb2
 
 
@@ -40,7 +41,7 @@ def blob_proto_to_array(proto, want_diff=False):
     array = np.asarray(values, dtype=dtype)
     shape = blob_proto_shape(proto)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"BlobProto holds {array.size} values for shape {shape}")
+        raise FormatError(f"BlobProto holds {array.size} values for shape {shape}")
     return array.reshape(shape)
 
 

@@ -85,7 +85,12 @@ def _line_of(text, field_name):
 def upgraded_net(param, source):
     """`param`, upgraded in place from legacy formats if it needs it (Caffe's UpgradeNetAsNeeded)."""
     if upgrade.net_needs_upgrade(param):
-        upgrade.upgrade_net(param, str(source))
+        try:
+            upgrade.upgrade_net(param, str(source))
+        except FormatError:
+            raise
+        except ValueError as exc:
+            raise FormatError(f"{source}: {exc}", str(source)) from None
     return param
 
 

@@ -20,6 +20,7 @@ import os
 import re
 import uuid
 
+from ..io_utils import FormatError
 from ..proto.files import read_weights
 
 log = logging.getLogger("pycaffe_lite.solver")
@@ -133,7 +134,7 @@ def check_pair(state_file, state_run_id, weights_file, weights_id=None):
     BVLC Caffe's files carry none)."""
     weights_id = weights_run_id(weights_file) if weights_id is None else weights_id
     if state_run_id and weights_id and state_run_id != weights_id:
-        raise ValueError(f"{state_file} and {weights_file} are not a pair: the state was written by run "
+        raise FormatError(f"{state_file} and {weights_file} are not a pair: the state was written by run "
                          f"{state_run_id}, the weights by run {weights_id} (two trainings shared the "
                          "snapshot_prefix, or files were copied over). Resume from a .solverstate with the "
                          ".caffemodel written beside it.")

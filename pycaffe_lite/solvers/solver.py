@@ -40,6 +40,7 @@ from .. import data as data_config
 from ..backend import get_array_module
 from ..kernels import jit_log
 from ..net import TEST, TRAIN, Net
+from ..io_utils import FormatError
 from ..proto.files import check_finite, read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..proto.upgrade import upgrade_snapshot_prefix
@@ -695,11 +696,11 @@ class Solver:
 
         def check_sizes(sizes):
             if len(sizes) != len(self.history):
-                raise ValueError(f"{state_file}: Incorrect length of history blobs: the state holds "
+                raise FormatError(f"{state_file}: Incorrect length of history blobs: the state holds "
                                  f"{len(sizes)}, a {self.type} solver for this net needs {len(self.history)}")
             for i, (target, size) in enumerate(zip(self.history, sizes)):
                 if size != target.size:
-                    raise ValueError(f"{state_file}: history blob {i} holds {size} values for a "
+                    raise FormatError(f"{state_file}: history blob {i} holds {size} values for a "
                                      f"parameter of shape {tuple(target.shape)}")
 
         # Check everything before changing anything: a refused state leaves the solver as it was.

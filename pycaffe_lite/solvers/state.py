@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from .. import backend
-from ..io_utils import atomic_write, write_bytes_atomic
+from ..io_utils import FormatError, MissingFileError, atomic_write, write_bytes_atomic
 from ..proto.blobs import array_to_blob_proto, blob_proto_to_array
 from ..proto.files import read_binary_proto, read_weights
 from ..proto import caffe_pb2
@@ -44,7 +44,7 @@ def make_state(iteration, learned_net, current_step, history, run_id=""):
 def read_state(path):
     state = read_binary_proto(os.fspath(path), caffe_pb2.SolverState())
     if not state.HasField("iter") and not state.history:
-        raise ValueError(f"{path}: not a solver state (no iter, no history); "
+        raise FormatError(f"{path}: not a solver state (no iter, no history); "
                          "resume with the .solverstate file, not the .caffemodel")
     return state
 
@@ -67,7 +67,7 @@ def _hdf5_single(f, path, key):
     """The one value of dataset `key`, its size checked before it is read."""
     dataset = f[key]
     if dataset.size != 1:
-        raise ValueError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
+        raise FormatError(f"{path}: '{key}' should hold one value, the file declares {dataset.shape}")
     return np.asarray(dataset[()]).ravel()[0]
 
 
@@ -84,6 +84,8 @@ def history_array(blob_proto):
 
 def resolve_learned_net(learned_net, state_file):
     """Caffe reads learned_net relative to the current directory; also accept it beside the state file."""
+    if not isinstance(learned_net, str):    # protobuf hands back a string that is not UTF-8 as bytes
+        raise FormatError(f"{state_file}: its learned_net {learned_net!r} is not UTF-8 text", state_file)
     if os.path.exists(learned_net):
         return learned_net
     beside = os.path.join(os.path.dirname(os.path.abspath(state_file)), os.path.basename(learned_net))
@@ -91,9 +93,9 @@ def resolve_learned_net(learned_net, state_file):
         log.info("learned_net %s is not under the current directory; using %s beside the solver state",
                  learned_net, beside)
         return beside
-    raise FileNotFoundError(f"{state_file}: its learned_net '{learned_net}' does not exist (Caffe reads it "
-                            f"relative to the current directory, {os.getcwd()}, and so do we; it is not "
-                            "beside the state file either)")
+    raise MissingFileError(learned_net, f"{state_file}: its learned_net",
+                           f"Caffe reads it relative to the current directory, {os.getcwd()}, and so do we; "
+                           "it is not beside the state file either")
 
 
 # ---------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def load_state_hdf5(path, check_sizes=None):
     with h5py.File(path, "r") as f:
         for key in ("iter", "current_step", "history"):
             if key not in f:
-                raise ValueError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
+                raise FormatError(f"{path}: no '{key}' in this HDF5 file; not a Caffe solver state")
         iteration, current_step = int(_hdf5_single(f, path, "iter")), int(_hdf5_single(f, path, "current_step"))
         learned_net = _hdf5_learned_net(f, path)
         datasets = [f["history"][k] for k in sorted(f["history"], key=int)]
