@@ -19,6 +19,11 @@ PASS_THROUGH_LAYERS = ["AbsVal", "BatchNorm", "Bias", "BNLL", "Dropout", "Eltwis
                        "Threshold"]
 
 
+class CoordMapError(ValueError, AssertionError):
+    """A net whose layers cannot be mapped or cropped as asked.  A ValueError, as this project's errors
+    are, and an AssertionError, as pycaffe's coord_map raises these with `assert` (its tests expect it)."""
+
+
 def _spatial_params(fn, message):
     params = fn.params.get(message, fn.params)
     return params if isinstance(params, dict) else fn.params
@@ -31,10 +36,10 @@ def conv_params(fn):
     params = _spatial_params(fn, message)
     legacy = {"pad_h", "pad_w", "kernel_h", "kernel_w", "stride_h", "stride_w"} & (set(params) | set(fn.params))
     if legacy:
-        raise ValueError(f"{fn.type_name}: cropping does not support legacy _h/_w params ({sorted(legacy)}); "
+        raise CoordMapError(f"{fn.type_name}: cropping does not support legacy _h/_w params ({sorted(legacy)}); "
                          "give kernel_size, stride and pad as lists")
     if "kernel_size" not in params:
-        raise ValueError(f"{fn.type_name}: no kernel_size to compute a coordinate map from")
+        raise CoordMapError(f"{fn.type_name}: no kernel_size to compute a coordinate map from")
     axis = params.get("axis", 1)
     ks = np.array(params["kernel_size"], ndmin=1)
     dilation = np.array(params.get("dilation", 1), ndmin=1)
@@ -139,11 +144,11 @@ def crop(top_from, top_to):
     ax, a, b = coord_map_from_to(top_from, top_to)
     a, b = np.asarray(a), np.asarray(b)
     if not (a == 1).all():
-        raise ValueError(f"scale mismatch on crop (a = {a}): the tops are at different resolutions")
+        raise CoordMapError(f"scale mismatch on crop (a = {a}): the tops are at different resolutions")
     if not (b <= 0).all():
-        raise ValueError(f"cannot crop negative offset (b = {b}): top_from is smaller than top_to")
+        raise CoordMapError(f"cannot crop negative offset (b = {b}): top_from is smaller than top_to")
     if not (np.round(b) == b).all():
-        raise ValueError(f"cannot crop noninteger offset (b = {b})")
+        raise CoordMapError(f"cannot crop noninteger offset (b = {b})")
     return L.Crop(top_from, top_to,
                   crop_param=dict(axis=ax + 1,  # +1 for the first cropping axis
                                   offset=[int(v) for v in -np.round(b).astype(int)]))
