@@ -14,9 +14,7 @@ import logging as _logging
 import sys as _sys
 import time as _time
 
-from .cli import _startup
-
-_startup.quiet_interrupts()   # Ctrl-C while `pycaffe-lite` imports: one line, exit 130 (cli/_startup.py)
+from .cli import _startup  # noqa: F401  (first: Ctrl-C while `pycaffe-lite` imports is one line, exit 130)
 
 from . import data as _data_config
 from . import layers as _layer_implementations  # noqa: F401  (importing registers every built-in layer)

@@ -1,7 +1,7 @@
 """Ctrl-C while `pycaffe-lite` is still importing (NumPy, Numba, the layers: a few seconds) ends with one
-line and exit status 130, not a traceback from inside an import.  The package's __init__ calls
-`quiet_interrupts()` first thing when the process is the command line; `main()` takes over with
-`interrupts_raise()`, from which on Ctrl-C and SIGTERM raise KeyboardInterrupt for main to report."""
+line and exit status 130, not a traceback from inside an import.  The package's __init__ imports this
+module first thing, which calls `quiet_interrupts()` when the process is the command line; `main()` takes
+over with `interrupts_raise()`, from which on Ctrl-C and SIGTERM raise KeyboardInterrupt for main to report."""
 import os
 import signal
 import sys
@@ -42,3 +42,6 @@ def quiet_interrupts():
 def interrupts_raise():
     """Ctrl-C and SIGTERM raise KeyboardInterrupt (training installs its own handlers on top)."""
     return _install(_interrupt)
+
+
+quiet_interrupts()

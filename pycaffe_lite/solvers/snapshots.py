@@ -158,7 +158,7 @@ def snapshot_states(prefix):
 def latest_snapshot(prefix):
     """The newest .solverstate of `prefix` whose .caffemodel exists and is of the same run; None if none."""
     from . import state as state_io
-    for _iteration, path in snapshot_states(prefix):
+    for _, path in snapshot_states(prefix):
         try:
             learned_net, run_id = state_io.state_pair(path)
             if learned_net is None:

@@ -18,7 +18,7 @@ import pycaffe_lite as caffe  # noqa: E402
 from pycaffe_lite.cli import main  # noqa: E402
 from pycaffe_lite.data.datum import (datum_to_array, decode_bytes, imdecode_flag, load_mean_file,  # noqa: E402
                                      parse_datum)
-from pycaffe_lite.proto.files import read_net_param, read_weights  # noqa: E402
+from pycaffe_lite.proto.files import read_weights  # noqa: E402
 from seeds import LEGACY_NET, NET, SOLVER, V0_NET, datum_bytes, mean_file_bytes, mutate  # noqa: E402
 
 SCALE = float(os.environ.get("PYCAFFE_LITE_FUZZ_SCALE", "1"))
