@@ -17,7 +17,9 @@ one decorated class:
     class AbsValLayer(NeuronLayer):
         def forward(self, bottom, top): ...
 """
+import contextlib
 import importlib
+import threading
 
 import numpy as np
 
@@ -300,11 +302,20 @@ class Layer:
         return Blob(shape, dtype, xp=xp)
 
     def fill_param(self, shape, filler, dtype, like=None):
-        """A new parameter blob filled by a FillerParameter."""
-        from .fillers import fill
+        """A new parameter blob filled by a FillerParameter (after the whole net is set up, when a Net
+        is being built: see deferred_fills)."""
         blob = self.make_blob(shape, dtype, like)
-        blob.data[...] = blob._xp.asarray(fill(filler, shape, dtype))
+        self.fill_blob(blob, filler)
         return blob
+
+    @staticmethod
+    def fill_blob(blob, filler):
+        """Fill `blob` by a FillerParameter now, or, while a Net is built, once every layer is set up."""
+        pending = getattr(_deferred, "fills", None)
+        if pending is not None:
+            pending.append((blob, filler))
+        else:
+            _fill_now(blob, filler)
 
 
 def normalization_mode(loss_param, default):
@@ -315,6 +326,37 @@ def normalization_mode(loss_param, default):
     if loss_param.HasField("normalize"):
         return caffe_pb2.LossParameter.VALID if loss_param.normalize else caffe_pb2.LossParameter.BATCH_SIZE
     return default
+
+
+_deferred = threading.local()
+
+
+def _fill_now(blob, filler):
+    from .fillers import fill
+    blob.data[...] = blob._xp.asarray(fill(filler, blob.shape, blob.dtype))
+
+
+@contextlib.contextmanager
+def deferred_fills():
+    """While a Net is built, fillers wait until every layer is set up, then run in the order they were
+    asked for (the random draws come as before): a net that a later layer refuses is refused before
+    minutes of filling a large parameter.  Yields the list to run with run_fills, or None inside a
+    net already being built (a recurrent layer's unrolled net), whose fills join the outer net's."""
+    if getattr(_deferred, "fills", None) is not None:
+        yield None
+        return
+    _deferred.fills = []
+    try:
+        yield _deferred.fills
+    finally:
+        _deferred.fills = None
+
+
+def run_fills(fills):
+    _deferred.fills = None    # fills are immediate again
+    for blob, filler in fills:
+        _fill_now(blob, filler)
+    fills.clear()
 
 
 class LossLayer(Layer):

@@ -18,7 +18,7 @@ from .blob import Blob, MemoryLimitError, allocation_budget
 from .io_utils import FormatError, write_bytes_atomic
 from .kernels import jit_log
 from .kernels.quantize import FixedPoint
-from .layer import create_layer
+from .layer import create_layer, deferred_fills, run_fills
 from .net_helpers import NetHelpersMixin
 from .proto import caffe_pb2
 from .proto.blobs import (
@@ -197,9 +197,12 @@ class Net(NetHelpersMixin):
         # pycaffe's before_forward / after_forward / before_backward / after_backward: f(layer index)
         self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
         available = set()
-        with allocation_budget():      # every blob and parameter counted before it is allocated
+        # every blob and parameter counted before it is allocated; filled once all layers are set up
+        with allocation_budget(), deferred_fills() as fills:
             for layer_param in self.param.layer:
                 self._append_layer(layer_param, available)
+            if fills is not None:
+                run_fills(fills)
         if any(layer_param.blobs for layer_param in self.param.layer):
             self.copy_from(self.param)       # weights written in the prototxt (Caffe's Layer constructor)
         self._prune_backward(self.param.force_backward)

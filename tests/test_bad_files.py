@@ -146,3 +146,40 @@ def test_a_pipe_is_read_up_to_the_stream_limit(tmp_path, monkeypatch):
     with pytest.raises(caffe.FormatError, match="more than 65536 bytes from a stream"):
         read_net_param(fifo)
     writer.join()
+
+
+def test_a_net_a_later_layer_refuses_is_refused_before_filling_its_parameters(tmp_path):
+    """The slow refusal fuzzing found: 1.5 GB of gaussian weights filled (a minute here) before the next
+    layer's check; fillers now run once every layer is set up."""
+    path = _write(tmp_path, 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }\n'
+                            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param '
+                            '{ num_output: 128000000 weight_filler { type: "gaussian" std: 0.01 } } }\n'
+                            'layer { name: "bad" type: "Eltwise" bottom: "ip" bottom: "data" top: "c" }\n')
+    start = time.perf_counter()
+    with pytest.raises(caffe.FormatError, match="'bad'|'ip'"):
+        caffe.Net(str(path), caffe.TEST)
+    assert time.perf_counter() - start < 1
+
+
+def test_fillers_draw_in_the_layers_order(tmp_path):
+    """Deferred, the fills still come in the net's order: the same weights as filling layer by layer."""
+    from pycaffe_lite.layer import create_layer
+    from pycaffe_lite.blob import Blob
+    path = _write(tmp_path, NET.replace('type: "constant" value: 1', 'type: "gaussian" std: 1') +
+                  'layer { name: "ip2" type: "InnerProduct" bottom: "y" top: "z" inner_product_param '
+                  '{ num_output: 3 weight_filler { type: "uniform" } bias_filler { type: "gaussian" } } }\n')
+    caffe.set_random_seed(5)
+    net = caffe.Net(str(path), caffe.TEST)
+    caffe.set_random_seed(5)
+    x = Blob((2, 3))
+    layers = []
+    for layer_param in net.param.layer[1:]:
+        layer = create_layer(layer_param)
+        top = Blob(())
+        layer.SetUp([x], [top])
+        layers.append(layer)
+        x = top
+    for layer, name in zip(layers, ("ip", "ip2")):
+        for ours, theirs in zip(net.params[name], layer.blobs):
+            np.testing.assert_array_equal(ours.data, theirs.data)
+    net.close()

@@ -108,7 +108,7 @@ class DummyDataLayer(Layer):
         self.refill = [f.type != "constant" for f in self.fillers]
         for blob, shape, filler in zip(top, shapes, self.fillers):
             blob.reshape(shape)
-            self._fill(blob, filler)
+            self.fill_blob(blob, filler)     # in the net's order of random draws
 
     def _fill(self, blob, filler):
         xp = get_array_module(blob.data)
