@@ -356,7 +356,7 @@ def test_mean_file_must_cover_the_centred_crop(tmp_path):
     # 20 rows, 30 columns: the offset (30 - 16) // 2 = 7 comes from the width, so rows 7..22 overflow.
     save_mean_file(tmp_path / "mean.binaryproto", np.zeros((3, 20, 30), np.float32))
     for name, message in (("mean", r"has shape \(3, 20, 30\).*rows 7 to 22"),
-                          ("none", r"layer 'win' \(type WindowData\) cannot read mean file")):
+                          ("none", r"layer 'win' \(type WindowData\) mean file .*none.binaryproto does not exist")):
         with pytest.raises(ValueError, match=message):
             build(source, batch=1, crop=16, window="fg_fraction: 1",
                   transform=f'mean_file: "{tmp_path / name}.binaryproto"')
