@@ -2,6 +2,7 @@
 
     flock /tmp/pycaffe_bench.lock python benchmarks/binary.py             # every shape, 5 repeats
     flock /tmp/pycaffe_bench.lock python benchmarks/binary.py --quick     # two shapes, 2 repeats
+    flock /tmp/pycaffe_bench.lock python benchmarks/binary.py --threads 1 # one core each (a busy machine)
 
 For each layer shape (LeNet conv2 / ip1, CaffeNet conv3-5 and fc6-7 at batch 10):
 
@@ -23,6 +24,10 @@ import os
 import sys
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+if "--threads" in sys.argv:          # both paths on N threads: set before NumPy and Numba load
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+    for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_name] = _threads
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _user_blas
 
@@ -124,11 +129,12 @@ def main():
     parser.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), help="default: all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="two shapes, 2 repeats")
+    parser.add_argument("--threads", type=int, help="BLAS and Numba threads (default: every core)")
     args = parser.parse_args()
     names = QUICK if args.quick else (args.shapes or list(SHAPES))
     repeats = 2 if args.quick else args.repeats
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
-          f"Numba kernels: {xnor.HAVE_NUMBA}")
+          f"Numba kernels: {xnor.HAVE_NUMBA}, threads: {args.threads or 'all'}")
     print(f"# {_user_blas.blas_header()}")
     print("# effective G binary op/s = 2 x multiply-adds / best time; ratio = packed over float32")
     print("| shape | MACs | float32 layer | packed layer | ratio | float32 GEMM | XNOR GEMM | ratio |")
