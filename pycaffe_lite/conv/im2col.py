@@ -13,12 +13,16 @@ a 1x1 kernel with stride 1 and no padding is a plain (batched) GEMM on the
 input, and a depthwise layer (group == channels) is a direct sliding-window
 sum, not a GEMM per channel.
 
-On NumPy arrays the im2col / col2im / depthwise loops run as Numba kernels
-(`pycaffe_lite.kernels.conv`); the array versions here (`im2col_array`, `col2im_array`,
-`depthwise_*_array`) are what CuPy runs and are the references in the tests.
+`im2col` and `col2im` are the one dispatch point for the columns: on CuPy
+arrays they launch the CUDA kernels of `pycaffe_lite.gpu.kernels`, on NumPy
+arrays the Numba kernels (`pycaffe_lite.kernels.conv`) when there is enough
+work.  The array versions here (`im2col_array`, `col2im_array`,
+`depthwise_*_array`) are the references in the tests, and what runs otherwise
+(CuPy runs the depthwise ones).
 """
 from .. import kernels
 from ..backend import get_array_module, reused
+from ..gpu import kernels as gpu_kernels
 from ..kernels import conv as conv_kernels
 from .workspace import fingerprint, workspace
 
@@ -68,6 +72,8 @@ def im2col_array(x, geom, out=None, ws=None):
 def im2col(x, geom, out=None):
     """cols (C*kh*kw, N, Ho*Wo) of x (N, C, H, W); `out` may be any strided view of that shape."""
     xp = get_array_module(x)
+    if gpu_kernels.on_device(xp):
+        return gpu_kernels.im2col(x, geom, out)
     n, c, h, w = x.shape
     ho, wo = geom.output_hw(h, w)
     shape = (c * geom.kernel[0] * geom.kernel[1], n, ho * wo)
@@ -103,6 +109,8 @@ def col2im_array(cols, x_shape, geom, out=None, ws=None):
 def col2im(cols, x_shape, geom, out=None):
     """dx (N, C, H, W): the adjoint of im2col (overlapping windows add up)."""
     xp = get_array_module(cols)
+    if gpu_kernels.on_device(xp):
+        return gpu_kernels.col2im(cols, x_shape, geom, out)
     if not _use_numba(xp, cols.size):
         return col2im_array(cols, x_shape, geom, out)
     n, c, h, w = x_shape

@@ -16,13 +16,15 @@ returns, in the same layout:
 
     im2col(x, geom, out=None)                         cols (C*kh*kw, N, Ho*Wo)
     col2im(cols, x_shape, geom, out=None)             dx (N, C, H, W)
-    max_pool_forward(x, kernel, stride, pad, out_size)           (top, argk int32)
-    max_pool_backward(top_diff, argk, kernel, stride, pad, in_size)   grad
-    ave_pool_forward(x, kernel, stride, pad, out_size)           top
-    ave_pool_backward(top_diff, kernel, stride, pad, in_size)    grad
+    max_pool_forward(x, kernel, stride, pad, out_size, out=None, argk=None)   (top, argk int32)
+    max_pool_backward(top_diff, argk, kernel, stride, pad, in_size, out=None)  grad
+    ave_pool_forward(x, kernel, stride, pad, out_size, out=None)               top
+    ave_pool_backward(top_diff, kernel, stride, pad, in_size, out=None)        grad
 
-Given NumPy arrays they call the reference (`KERNELS[name].numpy_reference`),
-so a caller may use them unconditionally.  Tests run the very same kernel
+(`out`: a caller's buffer, checked; `argk`: its scratch from the last pass, used when it fits.)  Given NumPy arrays
+they call the reference (`KERNELS[name].numpy_reference`), so a caller may use
+them unconditionally.  The layers reach them through one dispatch point each,
+chosen by `on_device`: conv.im2col's im2col / col2im, layers.pooling's pool_kernels.  Tests run the very same kernel
 bodies on the CPU through `pycaffe_lite.gpu.emulate` (a C++ translation of
 each ElementwiseKernel), which checks the index arithmetic without a GPU.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, reused
 
 # -FLT_MAX written so that it converts exactly to float's -FLT_MAX, and to the
 # same double as the NumPy reference's float(np.finfo(np.float32).max).
@@ -264,7 +266,8 @@ def emulated(run):
         _EMULATOR["run"] = previous
 
 
-def _on_device(xp):
+def on_device(xp):
+    """Whether arrays of module xp run these kernels: CuPy's, or NumPy's inside emulated()."""
     return xp is not np or _EMULATOR["run"] is not None
 
 
@@ -287,6 +290,22 @@ def _check_out(out, shape, dtype, what):
                          f"needs {tuple(shape)} and {np.dtype(dtype)}")
 
 
+def _into(out, value):
+    """value, written into the caller's buffer `out` when there is one."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def _buffer(xp, out, shape, dtype, what):
+    """`out` checked against (shape, dtype), or a fresh array of them."""
+    if out is None:
+        return xp.empty(shape, dtype)
+    _check_out(out, shape, dtype, what)
+    return out
+
+
 def _float_dtype(a, what):
     if a.dtype.kind != "f":
         raise TypeError(f"{what} runs on floating-point arrays, got {a.dtype}")
@@ -300,16 +319,14 @@ def im2col(x, geom, out=None):
 
     `out` may be any array (or strided view) of that shape and x's dtype."""
     xp = get_array_module(x)
-    if not _on_device(xp):
+    if not on_device(xp):
         return reference("pycaffe_im2col")(x, geom, out)
     _float_dtype(x, "im2col")
     n, c, h, w = x.shape
     ho, wo = geom.output_hw(h, w)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom.kernel, geom.stride, geom.pad, geom.dilation
     shape = (c * kh * kw, n, ho * wo)
-    if out is None:
-        out = xp.empty(shape, x.dtype)
-    _check_out(out, shape, x.dtype, "im2col")
+    out = _buffer(xp, out, shape, x.dtype, "im2col")
     _launch("pycaffe_im2col", xp, (_flat(xp, x), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo),
             (out,))
     return out
@@ -318,7 +335,7 @@ def im2col(x, geom, out=None):
 def col2im(cols, x_shape, geom, out=None):
     """dx (N, C, H, W): the adjoint of im2col (overlapping windows add up)."""
     xp = get_array_module(cols)
-    if not _on_device(xp):
+    if not on_device(xp):
         return reference("pycaffe_col2im")(cols, x_shape, geom, out)
     _float_dtype(cols, "col2im")
     n, c, h, w = (int(s) for s in x_shape)
@@ -327,68 +344,67 @@ def col2im(cols, x_shape, geom, out=None):
     if cols.size != c * kh * kw * n * ho * wo:
         raise ValueError(f"col2im: cols of shape {tuple(cols.shape)} do not fit x {tuple(x_shape)} "
                          f"with {geom} (needs {(c * kh * kw, n, ho * wo)})")
-    if out is None:
-        out = xp.empty((n, c, h, w), cols.dtype)
-    _check_out(out, (n, c, h, w), cols.dtype, "col2im")
+    out = _buffer(xp, out, (n, c, h, w), cols.dtype, "col2im")
     _launch("pycaffe_col2im", xp, (_flat(xp, cols), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo),
             (out,))
     return out
 
 
-def max_pool_forward(x, kernel, stride, pad, out_size):
+def max_pool_forward(x, kernel, stride, pad, out_size, out=None, argk=None):
     """(top, argk): as layers.pooling.max_pool_forward (argk = kernel offset ki*kw + kj, int32)."""
     xp = get_array_module(x)
-    if not _on_device(xp):
-        return reference("pycaffe_max_pool_fwd")(x, kernel, stride, pad, out_size)
+    if not on_device(xp):
+        top, argk = reference("pycaffe_max_pool_fwd")(x, kernel, stride, pad, out_size)
+        return _into(out, top), argk
     _float_dtype(x, "max pooling")
     (kh, kw), (sh, sw), (ph, pw), (ho, wo) = kernel, stride, pad, out_size
     n, c, h, w = x.shape
-    top = xp.empty((n, c, ho, wo), x.dtype)
-    argk = xp.empty((n, c, ho, wo), np.int32)
+    top = _buffer(xp, out, (n, c, ho, wo), x.dtype, "max pooling")
+    argk = reused(argk, top.shape, np.int32, xp)     # the caller's scratch from the last pass
     _launch("pycaffe_max_pool_fwd", xp, (_flat(xp, x), h, w, ho, wo, kh, kw, sh, sw, ph, pw), (top, argk))
     return top, argk
 
 
-def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size):
+def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size, out=None):
     """grad (N, C, H, W): each top diff routed to its window's winner."""
     xp = get_array_module(top_diff)
-    if not _on_device(xp):
-        return reference("pycaffe_max_pool_bwd")(top_diff, argk, kernel, stride, pad, in_size)
+    if not on_device(xp):
+        return _into(out, reference("pycaffe_max_pool_bwd")(top_diff, argk, kernel, stride, pad, in_size))
     _float_dtype(top_diff, "max pooling backward")
     (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, pad, in_size
     n, c, ho, wo = top_diff.shape
     if tuple(argk.shape) != tuple(top_diff.shape):
         raise ValueError(f"max pooling backward: argk {tuple(argk.shape)} and top diff "
                          f"{tuple(top_diff.shape)} differ in shape")
-    grad = xp.empty((n, c, h, w), top_diff.dtype)
+    grad = _buffer(xp, out, (n, c, h, w), top_diff.dtype, "max pooling backward")
     _launch("pycaffe_max_pool_bwd", xp,
             (_flat(xp, top_diff), _flat(xp, argk.astype(np.int32, copy=False)), h, w, ho, wo,
              kh, kw, sh, sw, ph, pw), (grad,))
     return grad
 
 
-def ave_pool_forward(x, kernel, stride, pad, out_size):
+def ave_pool_forward(x, kernel, stride, pad, out_size, out=None):
     """top: as layers.pooling.ave_pool_forward (Caffe's divisor, padding inside (H+ph, W+pw) counts)."""
     xp = get_array_module(x)
-    if not _on_device(xp):
-        return reference("pycaffe_ave_pool_fwd")(x, kernel, stride, pad, out_size)
+    if not on_device(xp):
+        return _into(out, reference("pycaffe_ave_pool_fwd")(x, kernel, stride, pad, out_size))
     _float_dtype(x, "average pooling")
     (kh, kw), (sh, sw), (ph, pw), (ho, wo) = kernel, stride, pad, out_size
     n, c, h, w = x.shape
-    top = xp.empty((n, c, ho, wo), x.dtype)
+    top = _buffer(xp, out, (n, c, ho, wo), x.dtype, "average pooling")
     _launch("pycaffe_ave_pool_fwd", xp, (_flat(xp, x), h, w, ho, wo, kh, kw, sh, sw, ph, pw), (top,))
     return top
 
 
-def ave_pool_backward(top_diff, kernel, stride, pad, in_size):
+def ave_pool_backward(top_diff, kernel, stride, pad, in_size, out=None):
     """grad (N, C, H, W): each top diff / divisor spread over the in-image part of its window."""
     xp = get_array_module(top_diff)
-    if not _on_device(xp):
-        return reference("pycaffe_ave_pool_bwd")(top_diff, kernel, stride, pad, in_size)
+    if not on_device(xp):
+        return _into(out, reference("pycaffe_ave_pool_bwd")(top_diff, kernel, stride, pad, in_size))
     _float_dtype(top_diff, "average pooling backward")
     (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, pad, in_size
     n, c, ho, wo = top_diff.shape
-    grad = xp.empty((n, c, h, w), top_diff.dtype)
+    grad = _buffer(xp, out, (n, c, h, w), top_diff.dtype, "average pooling backward")
     _launch("pycaffe_ave_pool_bwd", xp, (_flat(xp, top_diff), h, w, ho, wo, kh, kw, sh, sw, ph, pw),
             (grad,))
     return grad

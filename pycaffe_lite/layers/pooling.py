@@ -4,8 +4,10 @@ All blobs are (N, C, H, W).  The pooling kernels are plain array functions
 (`max_pool_forward`, `ave_pool_forward`, ...), shared by Pooling, SPP and
 LRN's WITHIN_CHANNEL mode; they loop over the kh*kw kernel offsets and do
 whole-array work on strided views, so the same code runs on NumPy and CuPy.
-On the CPU, max pooling uses the Numba kernels of pycaffe_lite.kernels.pooling
-when Numba is available (the NumPy functions stay the reference the tests compare them with).
+The Pooling layer takes its MAX and AVE functions from `pool_kernels(x)`, the
+one dispatch point: on CuPy arrays the CUDA kernels of pycaffe_lite.gpu.kernels,
+on NumPy arrays the Numba kernels of pycaffe_lite.kernels.pooling for MAX when
+Numba is available (the NumPy functions stay the reference the tests compare them with).
 
 Caffe's pooling geometry, reproduced exactly:
 
@@ -19,11 +21,14 @@ Example:
     layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
             pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 from .. import backend, kernels
 from ..backend import get_array_module, reused
 from ..geometry import pool_spatial, pool_window, window_step
+from ..gpu import kernels as gpu_kernels
 from ..kernels import pooling as pooling_kernels
 from ..layer import Layer, onnx_export, register
 from ..proto import caffe_pb2
@@ -268,6 +273,13 @@ def sto_pool_backward_test(top_diff, x, kernel, stride, in_size):
 # ---------------------------------------------------------------------------
 # Numba kernels for max pooling on the CPU (kernels/pooling.py; the NumPy functions above are the reference)
 # ---------------------------------------------------------------------------
+def _into(out, value):
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
 def use_numba(x):
     return kernels.HAVE_NUMBA and isinstance(x, np.ndarray) and x.size >= NUMBA_MIN_SIZE
 
@@ -279,9 +291,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
     (a layer reuses its buffers: a fresh one costs page faults every pass)."""
     if not use_numba(x):
         top, argk = max_pool_forward(x, kernel, stride, pad, out_size)
-        if out is not None:
-            out[...] = top
-        return top if out is None else out, argk
+        return _into(out, top), argk
     N, C, H, W = x.shape
     Ho, Wo = out_size
     top = np.empty((N, C, Ho, Wo), x.dtype) if out is None else out
@@ -295,10 +305,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
 def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=None):
     """max_pool_backward, by the Numba kernel for NumPy arrays when available; `out` takes the gradient."""
     if not use_numba(top_diff):
-        grad = max_pool_backward(top_diff, argk, kernel, stride, pad, in_size)
-        if out is not None:
-            out[...] = grad
-        return grad if out is None else out
+        return _into(out, max_pool_backward(top_diff, argk, kernel, stride, pad, in_size))
     N, C, Ho, Wo = top_diff.shape
     H, W = in_size
     grad = np.empty((N, C, H, W), top_diff.dtype) if out is None else out
@@ -306,6 +313,27 @@ def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=Non
     backward(np.ascontiguousarray(top_diff).reshape(N * C, Ho, Wo),
              np.ascontiguousarray(argk).reshape(N * C, Ho, Wo), *pad, grad.reshape(N * C, H, W))
     return grad
+
+
+def _ave_pool_forward_into(x, kernel, stride, pad, out_size, out=None):
+    return _into(out, ave_pool_forward(x, kernel, stride, pad, out_size))
+
+
+def _ave_pool_backward_into(top_diff, kernel, stride, pad, in_size, out=None):
+    return _into(out, ave_pool_backward(top_diff, kernel, stride, pad, in_size))
+
+
+# The host's MAX / AVE functions, with the signatures of gpu.kernels' entry points.
+HOST_POOL_KERNELS = SimpleNamespace(max_pool_forward=max_pool_forward_fast,
+                                    max_pool_backward=max_pool_backward_fast,
+                                    ave_pool_forward=_ave_pool_forward_into,
+                                    ave_pool_backward=_ave_pool_backward_into)
+
+
+def pool_kernels(x):
+    """The MAX / AVE pooling functions for x's array module: gpu.kernels' CUDA kernels for CuPy
+    arrays (and for NumPy ones inside gpu.kernels.emulated, as the tests run them), else the host's."""
+    return gpu_kernels if gpu_kernels.on_device(get_array_module(x)) else HOST_POOL_KERNELS
 
 
 # ---------------------------------------------------------------------------
@@ -371,14 +399,15 @@ class PoolingLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         if self.pool == PP.MAX:
-            _, self.argk = max_pool_forward_fast(x, *self._geometry(), self.out_size, out=top[0].data,
-                                                 argk=self.argk)
+            _, self.argk = pool_kernels(x).max_pool_forward(x, *self._geometry(), self.out_size,
+                                                            out=top[0].data, argk=self.argk)
             if len(top) > 1:
                 top[1].data = max_pool_mask(self.argk, *self._geometry(), self.in_size).astype(top[1].dtype)
             return
         if self.pool == PP.AVE:
-            out = ave_pool_forward(x, *self._geometry(), self.out_size)
-        elif self.phase == caffe_pb2.TRAIN:
+            pool_kernels(x).ave_pool_forward(x, *self._geometry(), self.out_size, out=top[0].data)
+            return
+        if self.phase == caffe_pb2.TRAIN:
             out, self.argk = sto_pool_forward_train(x, self.kernel, self.stride, self.out_size)
         else:
             out = sto_pool_forward_test(x, self.kernel, self.stride, self.out_size)
@@ -389,11 +418,13 @@ class PoolingLayer(Layer):
             return
         dy = top[0].diff
         if self.pool == PP.MAX:
-            max_pool_backward_fast(dy, self.argk, *self._geometry(), self.in_size, out=bottom[0].diff)
+            pool_kernels(dy).max_pool_backward(dy, self.argk, *self._geometry(), self.in_size,
+                                               out=bottom[0].diff)
             return
         if self.pool == PP.AVE:
-            grad = ave_pool_backward(dy, *self._geometry(), self.in_size)
-        elif self.phase == caffe_pb2.TRAIN:
+            pool_kernels(dy).ave_pool_backward(dy, *self._geometry(), self.in_size, out=bottom[0].diff)
+            return
+        if self.phase == caffe_pb2.TRAIN:
             grad = max_pool_backward(dy, self.argk, self.kernel, self.stride, (0, 0), self.in_size)
         else:
             grad = sto_pool_backward_test(dy, bottom[0].data, self.kernel, self.stride, self.in_size)
