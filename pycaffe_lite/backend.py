@@ -167,6 +167,14 @@ def reused(buf, shape, dtype, xp):
     return buf
 
 
+def into(out, value):
+    """`value` written into the caller's buffer `out` (returned), or `value` itself when out is None."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
 def _shape_tuple(shape):
     return (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
 

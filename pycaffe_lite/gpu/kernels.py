@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module, reused
+from ..backend import get_array_module, into, reused
 
 # -FLT_MAX written so that it converts exactly to float's -FLT_MAX, and to the
 # same double as the NumPy reference's float(np.finfo(np.float32).max).
@@ -290,14 +290,6 @@ def _check_out(out, shape, dtype, what):
                          f"needs {tuple(shape)} and {np.dtype(dtype)}")
 
 
-def _into(out, value):
-    """value, written into the caller's buffer `out` when there is one."""
-    if out is None:
-        return value
-    out[...] = value
-    return out
-
-
 def _buffer(xp, out, shape, dtype, what):
     """`out` checked against (shape, dtype), or a fresh array of them."""
     if out is None:
@@ -355,7 +347,7 @@ def max_pool_forward(x, kernel, stride, pad, out_size, out=None, argk=None):
     xp = get_array_module(x)
     if not on_device(xp):
         top, argk = reference("pycaffe_max_pool_fwd")(x, kernel, stride, pad, out_size)
-        return _into(out, top), argk
+        return into(out, top), argk
     _float_dtype(x, "max pooling")
     (kh, kw), (sh, sw), (ph, pw), (ho, wo) = kernel, stride, pad, out_size
     n, c, h, w = x.shape
@@ -369,7 +361,7 @@ def max_pool_backward(top_diff, argk, kernel, stride, pad, in_size, out=None):
     """grad (N, C, H, W): each top diff routed to its window's winner."""
     xp = get_array_module(top_diff)
     if not on_device(xp):
-        return _into(out, reference("pycaffe_max_pool_bwd")(top_diff, argk, kernel, stride, pad, in_size))
+        return into(out, reference("pycaffe_max_pool_bwd")(top_diff, argk, kernel, stride, pad, in_size))
     _float_dtype(top_diff, "max pooling backward")
     (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, pad, in_size
     n, c, ho, wo = top_diff.shape
@@ -387,7 +379,7 @@ def ave_pool_forward(x, kernel, stride, pad, out_size, out=None):
     """top: as layers.pooling.ave_pool_forward (Caffe's divisor, padding inside (H+ph, W+pw) counts)."""
     xp = get_array_module(x)
     if not on_device(xp):
-        return _into(out, reference("pycaffe_ave_pool_fwd")(x, kernel, stride, pad, out_size))
+        return into(out, reference("pycaffe_ave_pool_fwd")(x, kernel, stride, pad, out_size))
     _float_dtype(x, "average pooling")
     (kh, kw), (sh, sw), (ph, pw), (ho, wo) = kernel, stride, pad, out_size
     n, c, h, w = x.shape
@@ -400,7 +392,7 @@ def ave_pool_backward(top_diff, kernel, stride, pad, in_size, out=None):
     """grad (N, C, H, W): each top diff / divisor spread over the in-image part of its window."""
     xp = get_array_module(top_diff)
     if not on_device(xp):
-        return _into(out, reference("pycaffe_ave_pool_bwd")(top_diff, kernel, stride, pad, in_size))
+        return into(out, reference("pycaffe_ave_pool_bwd")(top_diff, kernel, stride, pad, in_size))
     _float_dtype(top_diff, "average pooling backward")
     (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, pad, in_size
     n, c, ho, wo = top_diff.shape

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import backend, kernels
-from ..backend import get_array_module, reused
+from ..backend import get_array_module, into, reused
 from ..geometry import pool_spatial, pool_window, window_step
 from ..gpu import kernels as gpu_kernels
 from ..kernels import pooling as pooling_kernels
@@ -273,13 +273,6 @@ def sto_pool_backward_test(top_diff, x, kernel, stride, in_size):
 # ---------------------------------------------------------------------------
 # Numba kernels for max pooling on the CPU (kernels/pooling.py; the NumPy functions above are the reference)
 # ---------------------------------------------------------------------------
-def _into(out, value):
-    if out is None:
-        return value
-    out[...] = value
-    return out
-
-
 def use_numba(x):
     return kernels.HAVE_NUMBA and isinstance(x, np.ndarray) and x.size >= NUMBA_MIN_SIZE
 
@@ -291,7 +284,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
     (a layer reuses its buffers: a fresh one costs page faults every pass)."""
     if not use_numba(x):
         top, argk = max_pool_forward(x, kernel, stride, pad, out_size)
-        return _into(out, top), argk
+        return into(out, top), argk
     N, C, H, W = x.shape
     Ho, Wo = out_size
     top = np.empty((N, C, Ho, Wo), x.dtype) if out is None else out
@@ -305,7 +298,7 @@ def max_pool_forward_fast(x, kernel, stride, pad, out_size, out=None, argk=None)
 def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=None):
     """max_pool_backward, by the Numba kernel for NumPy arrays when available; `out` takes the gradient."""
     if not use_numba(top_diff):
-        return _into(out, max_pool_backward(top_diff, argk, kernel, stride, pad, in_size))
+        return into(out, max_pool_backward(top_diff, argk, kernel, stride, pad, in_size))
     N, C, Ho, Wo = top_diff.shape
     H, W = in_size
     grad = np.empty((N, C, H, W), top_diff.dtype) if out is None else out
@@ -316,11 +309,11 @@ def max_pool_backward_fast(top_diff, argk, kernel, stride, pad, in_size, out=Non
 
 
 def _ave_pool_forward_into(x, kernel, stride, pad, out_size, out=None):
-    return _into(out, ave_pool_forward(x, kernel, stride, pad, out_size))
+    return into(out, ave_pool_forward(x, kernel, stride, pad, out_size))
 
 
 def _ave_pool_backward_into(top_diff, kernel, stride, pad, in_size, out=None):
-    return _into(out, ave_pool_backward(top_diff, kernel, stride, pad, in_size))
+    return into(out, ave_pool_backward(top_diff, kernel, stride, pad, in_size))
 
 
 # The host's MAX / AVE functions, with the signatures of gpu.kernels' entry points.
