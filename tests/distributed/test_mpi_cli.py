@@ -144,8 +144,10 @@ def test_sigint_snapshots_once_on_rank0_and_all_ranks_exit(work):
     assert proc.returncode == 0, text[-3000:]
     assert "Optimization stopped early." in text
     after = set((work / "snap").glob("sigint_iter_*.solverstate"))
-    # the periodic snapshots, and exactly one more from the stop (unless it fell on a multiple of 10)
-    assert len(after - before) <= 1 and text.count("Snapshotting solver state") == len(after)
+    # Periodic snapshots (every 10) may land between the listing and the signal on a loaded
+    # machine; beyond those, exactly one more from the stop (none if it fell on a multiple of 10).
+    stop_snapshots = [p for p in after - before if int(p.stem.rsplit("_", 1)[1]) % 10]
+    assert len(stop_snapshots) <= 1 and text.count("Snapshotting solver state") == len(after)
     loadable(work, "sigint")
 
 
