@@ -39,22 +39,34 @@ def wait_for(process, pattern, lines, timeout=60):
     raise AssertionError(f"never saw {pattern!r}; log:\n" + "".join(lines[-20:]))
 
 
-def test_sighup_snapshots_and_sigint_stops_with_a_resumable_snapshot(tmp_path):
-    (tmp_path / "snap").mkdir()
-    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
-    process, lines = start(tmp_path), []
+def drive(workdir, steps, *flags):
+    """Start training; for each step wait for a log line (a str) or send a signal; then (exit status,
+    the whole log, the lines waited for)."""
+    process, lines, seen = start(workdir, *flags), [], []
     try:
-        wait_for(process, "] Iteration 3 (", lines)
-        process.send_signal(signal.SIGHUP)
-        snap_line = wait_for(process, "Snapshotting solver state to binary proto file", lines)
-        wait_for(process, "] Iteration", lines)   # and training goes on
-        process.send_signal(signal.SIGINT)
+        for step in steps:
+            if isinstance(step, str):
+                seen.append(wait_for(process, step, lines))
+            else:
+                process.send_signal(step)
         _, rest = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    log = "".join(lines) + rest
-    assert process.returncode == 0, log
+    return process.returncode, "".join(lines) + rest, seen
+
+
+def _long_training(tmp_path):
+    (tmp_path / "snap").mkdir()
+    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
+
+
+def test_sighup_snapshots_and_sigint_stops_with_a_resumable_snapshot(tmp_path):
+    _long_training(tmp_path)
+    code, log, (_, snap_line, _) = drive(tmp_path, ["] Iteration 3 (", signal.SIGHUP,
+                                                    "Snapshotting solver state to binary proto file",
+                                                    "] Iteration", signal.SIGINT])   # and training goes on
+    assert code == 0, log
     assert "Optimization stopped early." in log and "Traceback" not in log
     hup_state = snap_line.strip().rsplit(" ", 1)[1]
     assert os.path.exists(tmp_path / hup_state)
@@ -77,51 +89,25 @@ def test_sighup_snapshots_and_sigint_stops_with_a_resumable_snapshot(tmp_path):
 def test_interrupt_while_the_net_is_built_is_one_line_and_exit_130(tmp_path, signum):
     from toy_layers import slow_setup_layer
     write_solver(tmp_path, SOLVER.format(max_iter=10), slow_setup_layer() + quadratic_layer())
-    process, lines = start(tmp_path), []
-    try:
-        wait_for(process, "SlowSetup: building", lines)
-        process.send_signal(signum)
-        _, rest = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log = "".join(lines) + rest
-    assert process.returncode == 130, log
+    code, log, _ = drive(tmp_path, ["SlowSetup: building", signum])
+    assert code == 130, log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
-    assert "interrupted" in rest.lower(), log
+    assert "interrupted" in log.lower(), log
 
 
 def test_sigterm_snapshots_and_stops_as_sigint_does(tmp_path):
-    (tmp_path / "snap").mkdir()
-    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
-    process, lines = start(tmp_path), []
-    try:
-        wait_for(process, "] Iteration 3 (", lines)
-        process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log = "".join(lines) + rest
-    assert process.returncode == 0, log
+    _long_training(tmp_path)
+    code, log, _ = drive(tmp_path, ["] Iteration 3 (", signal.SIGTERM])
+    assert code == 0, log
     assert "Optimization stopped early." in log and "Traceback" not in log
     assert list((tmp_path / "snap").glob("toy_iter_*.solverstate")), log
 
 
 def test_sigterm_effect_none_keeps_training(tmp_path):
-    (tmp_path / "snap").mkdir()
-    write_solver(tmp_path, SOLVER.format(max_iter=100000), quadratic_layer(extra={"sleep": 0.02}))
-    process, lines = start(tmp_path, "--sigterm_effect", "none"), []
-    try:
-        wait_for(process, "] Iteration 3 (", lines)
-        process.send_signal(signal.SIGTERM)
-        wait_for(process, "] Iteration 12 (", lines)   # still training
-        process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0 and "Optimization stopped early." in rest
+    _long_training(tmp_path)
+    code, log, _ = drive(tmp_path, ["] Iteration 3 (", signal.SIGTERM, "] Iteration 12 (", signal.SIGINT],
+                         "--sigterm_effect", "none")   # still training at iteration 12
+    assert code == 0 and "Optimization stopped early." in log
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="watches /proc/PID/maps for NumPy's import")
