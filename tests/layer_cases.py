@@ -456,7 +456,7 @@ CASES = [
          [(NCHW, "normal")], lambda b, p: [b[0] / math.sqrt(1e-5)], phase=TEST),
     Case("silence", 'type: "Silence"', [((2, 3), "normal")], lambda b, p: [], num_tops=0),
     Case("parameter", 'type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }', [],
-         lambda b, p: [p[0]], backward=False),
+         lambda b, p: [p[0]]),
     # --- losses -------------------------------------------------------------------------------
     Case("softmax_loss", 'type: "SoftmaxWithLoss" loss_param { ignore_label: 1 }',
          [((4, 5, 2), "normal"), ((4, 2), "int5")],

@@ -2,6 +2,7 @@
 against figures worked out here from the prototxt alone."""
 import json
 import math
+from pathlib import Path
 
 from google.protobuf import text_format
 
@@ -16,7 +17,7 @@ from conftest import fixture_path
 # (square kernels and Caffe's rounding), for the layer types of CaffeNet and GoogLeNet.
 # ---------------------------------------------------------------------------
 def reference_figures(path):
-    net = text_format.Parse(open(path).read(), caffe_pb2.NetParameter())
+    net = text_format.Parse(Path(path).read_text(), caffe_pb2.NetParameter())
     shapes, figures = {}, {}
     for layer in net.layer:
         kind, params, madds = layer.type, 0, 0

@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,10 +81,10 @@ def test_timestamp_layouts_and_logs_without_them():
 def test_plot_training_log_writes_pngs(caffe_log, tmp_path):
     out = plot_training_log([str(caffe_log), str(fixture_path("caffe_e2e", "caffe_resume.log"))],
                             tmp_path / "curves.png")
-    data = open(out, "rb").read()
+    data = Path(out).read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 10_000
     assert plot_training_log(str(caffe_log), tmp_path / "seconds.png", x="seconds")
-    assert open(plot_chart(0, tmp_path / "acc.png", [str(caffe_log)]), "rb").read()[:8] == PNG_MAGIC
+    assert Path(plot_chart(0, tmp_path / "acc.png", [str(caffe_log)])).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="not a valid chart type"):
         plot_chart(8, tmp_path / "x.png", [str(caffe_log)])
     # Caffe's command line form: chart type, png, logs (the script run in-process: matplotlib is slow to import)
@@ -108,7 +109,7 @@ def test_log_written_by_pycaffe_lite_train_parses_and_plots(tmp_path):
     assert [row["NumIters"] for row in test] == [0, 3, 6]
     assert all(0 <= row["accuracy"] <= 1 and row["loss"] > 0 for row in test)
     png = plot_training_log(str(tmp_path / "train.log"), tmp_path / "train.png", x="seconds")
-    assert open(png, "rb").read()[:8] == PNG_MAGIC
+    assert Path(png).read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_terminal_transcript_of_a_run_with_its_progress_bar_parses(tmp_path):

@@ -2,6 +2,7 @@
 HDF5 snapshots, and resuming from a .solverstate written by Caffe itself."""
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,7 +197,7 @@ def test_resume_from_caffes_lenet_solverstate(tmp_path, monkeypatch):
     # What we write back parses with the same schema and holds the same values.
     _, ours_file = solver.snapshot()
     ours = caffe_pb2.SolverState()
-    ours.ParseFromString(open(ours_file, "rb").read())
+    ours.ParseFromString(Path(ours_file).read_bytes())
     assert (ours.iter, ours.current_step, len(ours.history)) == (5000, 0, 8)
     assert ours.learned_net == f"{tmp_path}/lenet_iter_5000.caffemodel"
     for a, b in zip(ours.history, caffe_state.history):
