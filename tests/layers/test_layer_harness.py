@@ -2,6 +2,8 @@
 sets up with the right top shapes, matches its NumPy reference in every dtype, passes the float64
 numerical gradient check of every bottom and parameter, and gives the same result in place where
 the layer allows it, on NumPy and (marked gpu) on CuPy.  A registered type without a case fails."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,10 @@ from layer_cases import CASES, DTYPES, bottom_arrays
 from pycaffe_lite import backend
 from pycaffe_lite.layer import layer_type_list
 
-ARRAY_MODULES = [pytest.param("numpy", id="numpy"), pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
+# Without CuPy installed the CuPy runs skip at collection, in one place, not test by test.
+NO_CUPY = pytest.mark.skipif(importlib.util.find_spec("cupy") is None,
+                             reason="CuPy is not installed (pip install 'pycaffe-lite[gpu]')")
+ARRAY_MODULES = [pytest.param("numpy", id="numpy"), pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, NO_CUPY])]
 
 
 def cases(**wanted):
