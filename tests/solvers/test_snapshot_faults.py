@@ -51,18 +51,18 @@ def test_stale_temporaries_of_this_prefix_are_removed_and_no_others(tmp_path):
 
 def test_a_second_training_on_the_same_prefix_is_refused(tmp_path):
     solver, prefix = make(tmp_path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pycaffe_lite.solvers.snapshots import PrefixLock; "
-         "PrefixLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(prefix)],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(SnapshotPrefixLocked, match=f"pid {holder.pid}"):
-            solver.step(1)
-        assert solver.iter == 0
-    finally:
-        holder.kill()
-        holder.wait()
+    with subprocess.Popen(     # `with`: the pipe is closed after the holder is waited for
+            [sys.executable, "-c", "import sys, time; from pycaffe_lite.solvers.snapshots import PrefixLock; "
+             "PrefixLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(prefix)],
+            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(SnapshotPrefixLocked, match=f"pid {holder.pid}"):
+                solver.step(1)
+            assert solver.iter == 0
+        finally:
+            holder.kill()
+            holder.wait()
     solver.step(1)   # the kernel dropped the dead holder's lock
     assert solver.iter == 1 and not (prefix.parent / "toy.lock").exists()
 
@@ -128,22 +128,22 @@ def test_the_write_probe_never_follows_a_symlink(tmp_path):
 
 def _kill_run(workdir, delay):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "solvers")]))
-    process = subprocess.Popen([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt",
-                                "--allow-python", "--snapshot", "auto"], cwd=workdir, env=env,
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        seen = ""
-        while "Snapshotting" not in seen:
-            line = process.stderr.readline()
-            if not line:
-                break
-            seen = line
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    with subprocess.Popen([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "solver.prototxt",
+                           "--allow-python", "--snapshot", "auto"], cwd=workdir, env=env,
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as process:
+        try:
+            seen = ""
+            while "Snapshotting" not in seen:
+                line = process.stderr.readline()
+                if not line:
+                    break
+                seen = line
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def test_kill_9_while_snapshotting_then_auto_resume_finishes(tmp_path):
