@@ -27,12 +27,15 @@ def _variance_n(param, shape):
 
 # Draws are made in the blob's precision (float32 draws are about twice as fast,
 # which matters for the 61M weights of AlexNet); `dtype` is float32 or float64.
+# A range or std beyond the dtype gives +-inf values, as Caffe's own draws do: not a NumPy warning.
 def _draw_uniform(rng, low, high, shape, dtype):
-    return rng.random(shape, dtype=dtype) * dtype.type(high - low) + dtype.type(low)
+    with np.errstate(over="ignore"):
+        return rng.random(shape, dtype=dtype) * dtype.type(high - low) + dtype.type(low)
 
 
 def _draw_normal(rng, mean, std, shape, dtype):
-    return rng.standard_normal(shape, dtype=dtype) * dtype.type(std) + dtype.type(mean)
+    with np.errstate(over="ignore"):
+        return rng.standard_normal(shape, dtype=dtype) * dtype.type(std) + dtype.type(mean)
 
 
 def _constant(p, shape, rng, dtype):

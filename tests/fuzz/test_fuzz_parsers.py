@@ -7,6 +7,7 @@ PYCAFFE_LITE_FUZZ_SCALE multiplies the number of inputs (1: the suite's ~3,800 i
 """
 import os
 import resource
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_solverstate(workdir):
     solver = caffe.get_solver(str(solver_file))
     solver.step(1)
     _, state_file = solver.snapshot()
-    seed = open(state_file, "rb").read()
+    seed = Path(state_file).read_bytes()
 
     @examples(400)
     @given(OPS)
