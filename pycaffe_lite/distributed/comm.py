@@ -167,8 +167,7 @@ class MPIComm(Communicator):
                 self.check_peers("training")
             except RankLost as exc:
                 log.error("%s; the last snapshot written is complete (files are written atomically).", exc)
-                for handler in logging.getLogger("pycaffe_lite").handlers:
-                    handler.flush()
+                logging.shutdown()      # every handler, the --log file's too: os._exit flushes nothing
                 os._exit(1)
 
     def iallreduce(self, array):
