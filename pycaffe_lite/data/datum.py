@@ -16,6 +16,7 @@ import numpy as np
 
 from ..io_utils import FormatError, read_file
 from ..proto import caffe_pb2
+from ..proto.blobs import blob_proto_to_array
 
 # Ceiling on what a single record may claim (channels * height * width), so a
 # corrupt header cannot make us allocate gigabytes.
@@ -210,15 +211,7 @@ def read_image_to_datum(path, label, height=0, width=0, is_color=True, encoding=
 # --------------------------------------------------------------------------
 def blob_proto_array(proto):
     """The values of a BlobProto as a float32 array of its shape (legacy 4-D or `shape`)."""
-    if proto.HasField("shape"):
-        shape = tuple(int(d) for d in proto.shape.dim)
-    else:
-        shape = (proto.num, proto.channels, proto.height, proto.width)
-    values = proto.double_data if len(proto.double_data) else proto.data
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if count != len(values):
-        raise FormatError(f"BlobProto of shape {shape} holds {len(values)} values ({count} expected)")
-    return np.asarray(values, np.float32).reshape(shape)
+    return blob_proto_to_array(proto).astype(np.float32, copy=False)
 
 
 def load_mean_file(path):

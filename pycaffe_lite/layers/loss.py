@@ -12,6 +12,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..layer import Layer, LossLayer, register
 from ..proto import caffe_pb2
+from ..proto.blobs import blob_proto_to_array
 from ..proto.files import read_binary_proto
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -312,14 +313,10 @@ class HingeLossLayer(_ScalarLoss):
 def read_blob_proto(path):
     """A BlobProto (.binaryproto) as a float64 NumPy array of its shape."""
     blob = read_binary_proto(path, caffe_pb2.BlobProto(), "BlobProto (.binaryproto)")
-    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, dtype=np.float64)
-    if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
-    else:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    if int(np.prod(shape)) != values.size:
-        raise ValueError(f"{path}: BlobProto holds {values.size} values for shape {shape}")
-    return values.reshape(shape)
+    try:
+        return blob_proto_to_array(blob).astype(np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 @register("InfogainLoss", v1="INFOGAIN_LOSS")

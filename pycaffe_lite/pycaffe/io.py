@@ -13,29 +13,19 @@ pycaffe, `load_image` gives RGB (not OpenCV's BGR) float32 in [0, 1].
 import numpy as np
 
 from ..proto import caffe_pb2
+from ..proto.blobs import blob_proto_to_array
 
 
 # ---------------------------------------------------------------------------
 # proto / datum / ndarray conversion
 # ---------------------------------------------------------------------------
 def blobproto_to_array(blob, return_diff=False):
-    """A BlobProto's data (or diff) as an array of the shape it declares.
+    """A BlobProto's data (or diff) as a float64 array of the shape it declares, as pycaffe's.
 
     Legacy protos (num/channels/height/width) give 4-d arrays, new ones their
-    `shape`.  float64 protos (double_data) give float64 arrays.
+    `shape`; NVCaffe's raw_data (fp16 files) is read too (proto.blobs decides).
     """
-    if return_diff:
-        values = blob.double_diff if len(blob.double_diff) else blob.diff
-    else:
-        values = blob.double_data if len(blob.double_data) else blob.data
-    array = np.array(values)
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    else:
-        shape = tuple(blob.shape.dim)
-    if array.size != int(np.prod(shape, dtype=np.int64)):
-        raise ValueError(f"BlobProto holds {array.size} values for its shape {shape}")
-    return array.reshape(shape)
+    return blob_proto_to_array(blob, want_diff=return_diff).astype(np.float64)
 
 
 def array_to_blobproto(arr, diff=None):
