@@ -29,6 +29,7 @@ from .proto.blobs import (
     signs_to_blob_proto,
 )
 from .proto.files import check_finite, read_net_param, read_weights, upgraded_net
+from .proto.types import more_precise, type_name, type_of_dtype
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -128,6 +129,52 @@ def insert_splits(param):
 
 
 # --------------------------------------------------------------------------
+# NVCaffe's precision fields (issue 18): parsed; until their semantics land, a Net
+# refuses any it cannot honour rather than run float32 pretending otherwise.
+# --------------------------------------------------------------------------
+def _layer_types(net, layer):
+    """(field, Type) of a layer's storage and math types as NVCaffe resolves them (its own, else the
+    net's default; an unset math is the more precise of FLOAT and the storage type); None when unset."""
+    out = []
+    for way in ("forward", "backward"):
+        kind, math = f"{way}_type", f"{way}_math"
+        stored = next(((f, getattr(p, f)) for p, f in ((layer, kind), (net, "default_" + kind))
+                       if p.HasField(f)), None)
+        out.append(stored)
+        if layer.HasField(math):
+            out.append((math, getattr(layer, math)))
+        elif layer.HasField(kind):
+            out.append((f"{math} (from {kind})", more_precise(caffe_pb2.FLOAT, getattr(layer, kind))))
+        elif net.HasField("default_" + math):
+            out.append(("default_" + math, getattr(net, "default_" + math)))
+        elif stored is not None:
+            out.append((f"{math} (from {stored[0]})", more_precise(caffe_pb2.FLOAT, stored[1])))
+    return [t for t in out if t is not None]
+
+
+def check_precision(net, dtype, source="<NetParameter>"):
+    """Raise NotImplementedError for a type field this Net cannot run: every layer runs in the Net's
+    dtype, so a set type must name it (FLOAT: float32, DOUBLE: float64); FLOAT16 / BFLOAT16 storage
+    or math and loss scaling (global_grad_scale) are parsed but not yet supported."""
+    runs = type_of_dtype(dtype)
+    if net.global_grad_scale != 1 or net.global_grad_scale_adaptive:
+        raise NotImplementedError(f"{source}: global_grad_scale {net.global_grad_scale:g} (adaptive: "
+                                  f"{str(net.global_grad_scale_adaptive).lower()}) is parsed but loss "
+                                  "scaling is not yet supported")
+    for layer in net.layer:
+        for field, value in _layer_types(net, layer):
+            if value == runs:
+                continue
+            where = f"{source}: layer '{layer.name}' (type {layer.type}): {type_name(value)} {field}"
+            if value in (caffe_pb2.FLOAT, caffe_pb2.DOUBLE):
+                wanted = "float32" if value == caffe_pb2.FLOAT else "float64"
+                raise NotImplementedError(f"{where} asks for {wanted} but this Net runs {np.dtype(dtype)}: "
+                                          f"build it with dtype=np.{wanted}")
+            raise NotImplementedError(f"{where} is parsed but not yet supported: this Net runs "
+                                      f"{np.dtype(dtype)} in every layer")
+
+
+# --------------------------------------------------------------------------
 # The Net
 # --------------------------------------------------------------------------
 class Net(NetHelpersMixin):
@@ -180,6 +227,7 @@ class Net(NetHelpersMixin):
     def _init(self, param, state):
         self.name = param.name
         filtered = filter_net(param, state)
+        check_precision(filtered, self.dtype, self.source)
         self.param = insert_splits(filtered)
         self.blobs = collections.OrderedDict()
         self.layers, self.layer_names = [], []

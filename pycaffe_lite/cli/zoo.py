@@ -4,6 +4,7 @@
     pycaffe-lite surgery --model M --weights a.caffemodel[,b] --out W [--freeze ...] ...
     pycaffe-lite convert IN OUT [--model M]          (.caffemodel <-> .npz)
     pycaffe-lite convert IN OUT --binary --model M  (binary layers' weights as sign bits)
+    pycaffe-lite convert IN.caffemodel OUT.caffemodel --fp16  (weights as FLOAT16 raw_data, half the size)
     pycaffe-lite export_onnx --model M --weights W --out model.onnx
     pycaffe-lite extract_features --model M --weights W --blobs fc7,pool5 --out f.npz --iterations N
     pycaffe-lite upgrade_net_proto_text IN OUT   (and upgrade_net_proto_binary, upgrade_solver_proto_text)
@@ -244,8 +245,12 @@ def cmd_convert(args):
         save_onnx(_net(args.model, args.input), args.output)
         print(f"wrote {args.output}")
         return 0
+    if args.binary and args.fp16:
+        raise ValueError("convert: --binary and --fp16 are two different outputs; choose one")
     if args.binary:
         return _convert_binary(args)
+    if args.fp16:
+        return _convert_fp16(args)
     convert(args.input, args.output, model=args.model)
     print(f"wrote {args.output}")
     return 0
@@ -264,6 +269,18 @@ def _convert_binary(args):
         print(f"{name}: {floats} bytes as float32 -> {packed} bytes packed ({floats / packed:.1f}x)")
     total_f, total_p = sum(r[1] for r in report), sum(r[2] for r in report)
     print(f"wrote {args.output}: binary weights {total_f} -> {total_p} bytes ({total_f / total_p:.1f}x)")
+    return 0
+
+
+def _convert_fp16(args):
+    """.caffemodel -> .caffemodel with every blob as raw FLOAT16 (NVCaffe's raw_data; half the size)."""
+    from ..zoo.convert import weights_to_fp16
+    if args.input.lower().endswith((".npz", ".h5")) or args.output.lower().endswith((".npz", ".h5", ".onnx")):
+        raise ValueError("convert --fp16 reads a .caffemodel and writes a .caffemodel")
+    report = weights_to_fp16(args.input, args.output)
+    before, after = sum(r[2] for r in report), sum(r[3] for r in report)
+    print(f"wrote {args.output}: {len(report)} blobs, {before} -> {after} bytes as FLOAT16 raw_data"
+          f"{f' ({before / after:.2f}x smaller)' if after else ''}")
     return 0
 
 
@@ -364,6 +381,9 @@ def register(subparsers):
     c.add_argument("--binary", action="store_true",
                    help=".caffemodel -> .caffemodel with the binary layers' weights as sign bits (32x smaller; "
                    "our BlobProto packed_signs field), loadable by our Net for packed inference")
+    c.add_argument("--fp16", action="store_true",
+                   help=".caffemodel -> .caffemodel with the weights as FLOAT16 (NVCaffe's raw_data, half the size), "
+                   "as NVCaffe and OpenCV's shrinkCaffeModel write; loadable by our Net, NVCaffe and OpenCV's dnn")
     c.set_defaults(func=cmd_convert)
 
     o = subparsers.add_parser("export_onnx", help="export a deploy net and its weights to ONNX")

@@ -44,6 +44,7 @@ from ..io_utils import FormatError
 from ..proto.files import check_finite, read_net_param, read_solver_param
 from ..proto import caffe_pb2
 from ..proto.upgrade import upgrade_snapshot_prefix
+from ..proto.types import type_name, type_of_dtype
 from ..kernels import updates
 from . import snapshots
 from . import state as state_io
@@ -189,6 +190,10 @@ class Solver:
         if p.regularization_type not in ("L1", "L2"):
             raise ValueError(f"Unknown regularization type: '{p.regularization_type}' (use L2 or L1)")
         check_policy(p)
+        if p.HasField("solver_data_type") and p.solver_data_type != type_of_dtype(self.dtype):
+            raise NotImplementedError(   # master weights of another type than the net's: issue 18
+                f"solver_data_type {type_name(p.solver_data_type)} is parsed but not yet supported: this "
+                f"solver keeps weights and history in the net's {self.dtype}")
         self.check_settings()
 
     def check_settings(self):

@@ -233,6 +233,37 @@ def save_packed(net, out_path):
     return report
 
 
+# ---------------------------------------------------------------------------- fp16 weights
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def weights_to_fp16(in_path, out_path):
+    """Write a .caffemodel's blobs as NVCaffe's raw FLOAT16 bytes (raw_data_type FLOAT16, as NVCaffe and
+    OpenCV's shrinkCaffeModel write; half the size of float32), atomically.  A blob with a value beyond
+    float16's range (|x| > 65504) stays float32 rather than turn to inf; packed binary blobs stay as they
+    are.  Returns [(layer, blob index, bytes before, bytes after)] of every blob written."""
+    param = read_weights(os.fspath(in_path))
+    report = []
+    for layer in param.layer:
+        for j, blob in enumerate(layer.blobs):
+            if blob.HasField("packed_signs"):
+                continue
+            try:
+                array = blob_proto_to_array(blob)
+            except ValueError as exc:
+                raise ValueError(f"{in_path}: layer '{layer.name}' blob {j}: {exc}") from None
+            before = blob.ByteSize()
+            if array.size and float(np.max(np.abs(array))) > FP16_MAX:
+                log.warning("%s: layer '%s' blob %d reaches %g, beyond float16's %g: kept as float32",
+                            in_path, layer.name, j, float(np.max(np.abs(array))), FP16_MAX)
+                blob.CopyFrom(array_to_blob_proto(array.astype(np.float32)))
+            else:
+                blob.CopyFrom(array_to_blob_proto(array, raw_type=caffe_pb2.FLOAT16))
+            report.append((layer.name, j, before, blob.ByteSize()))
+    write_bytes_atomic(out_path, param.SerializeToString())
+    return report
+
+
 # ---------------------------------------------------------------------------- Caffe's upgrade tools
 def upgrade_net_proto_text(in_path, out_path):
     """Caffe's tools/upgrade_net_proto_text: read, upgrade, write text. Returns whether it changed."""
