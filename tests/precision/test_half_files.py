@@ -11,21 +11,12 @@ from google.protobuf import text_format
 
 from pycaffe_lite.net import TEST, Net
 from pycaffe_lite.proto import caffe_pb2
-from pycaffe_lite.proto.blobs import array_to_blob_proto, blob_proto_to_array
+from pycaffe_lite.proto.blobs import _varint, array_to_blob_proto, blob_proto_to_array
 from pycaffe_lite.proto.files import read_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 LENET = ROOT / "models" / "lenet" / "deploy.prototxt"
 LENET_WEIGHTS = ROOT.parent / "shared" / "fixtures" / "weights" / "lenet_iter_5000.caffemodel"
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _field(number, wire, payload):
