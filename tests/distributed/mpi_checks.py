@@ -23,17 +23,21 @@ from pycaffe_lite.distributed import (
     attach,
     check_weights_agree,
 )
+from pycaffe_lite.io_utils import atomic_write
 from pycaffe_lite.solvers import get_solver
 
 B, ITERS = 4, 4
 
 
 def write_solver(work, name, batch, solver_type="SGD", layer_wise=True, extra="", test=False, num_output=3):
+    # Both ranks write the same files: atomically, so neither reads the other's half-written one.
     net = work / f"{name}_net.prototxt"
     text = h.net_text(work / "train_db", batch, test_source=work / "test_db" if test else None, test_batch=batch)
-    net.write_text(text.replace("num_output: 3", f"num_output: {num_output}"))
+    with atomic_write(net, "w") as f:
+        f.write(text.replace("num_output: 3", f"num_output: {num_output}"))
     solver = work / f"{name}_solver.prototxt"
-    solver.write_text(h.solver_text(net, solver_type, layer_wise, ITERS, extra))
+    with atomic_write(solver, "w") as f:
+        f.write(h.solver_text(net, solver_type, layer_wise, ITERS, extra))
     return solver
 
 
